@@ -1,0 +1,56 @@
+# hcsshim for Python: the two commands are `make demo` and `make test`; both run `make setup` first.
+SHELL := /bin/bash
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+# Debian packages the project runs on (real components) and builds with.
+DEB_PACKAGES := containerd runc busybox-static e2fsprogs python3-venv python3-dev iproute2 util-linux procps
+PROTO_SRC := $(shell find src/hcsshim/api -name '*.proto' 2>/dev/null)
+
+.PHONY: all setup deb venv test unit integration demo bench proto lint clean
+
+setup: deb venv
+
+# Install only what is missing: a second run costs one dpkg-query.
+deb:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "setup: installing Debian packages:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(VPY) -m compileall -q src >/dev/null
+	@touch $@
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VPY) -m pytest -q
+
+unit: setup
+	$(VPY) -m pytest -q tests/unit
+
+integration: setup
+	$(VPY) -m pytest -q tests/integration
+
+demo: setup
+	$(VPY) -m hcsshim.testing.demo
+
+bench: setup
+	$(VPY) bench/run.py
+
+# Regenerate the checked-in protobuf modules from the .proto files (tests/unit/test_proto_generated.py
+# fails when they are stale).
+proto: venv
+	$(VPY) tools/genproto.py
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build out .pytest_cache .ruff_cache

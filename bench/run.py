@@ -1,0 +1,166 @@
+"""Benchmark (`make bench`): `ctr run --rm` through our shim against Debian's runc shim, and the shim's RSS.
+
+    .venv/bin/python bench/run.py [--runs N] [--warmup W] [--only-runc] [--record] [--debug]
+
+One private containerd with the busybox image imported; then W warm-up and N measured runs of
+`ctr run --rm --runtime R <ref> b<i> true` for each runtime, alternating runtimes run by run so that drift
+affects both alike. Each time is the wall time of the whole ctr process (time.perf_counter around it).
+Reports the medians and the ratio ours/runc, then each shim daemon's resident memory: a detached
+`ctr run -d ... sleep 5`, the daemon found by <bundle>/shim.pid (both shims write it), VmRSS
+and VmHWM read from /proc/<pid>/status, then the task killed and removed.
+
+Prints a markdown table; with --record appends it to bench/RESULTS.md with the date, the machine and what was
+compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hcsshim.testing.containerd import Containerd, ContainerdError, CtrError
+from hcsshim.testing.images import DEFAULT_REF, build_busybox_image
+
+OURS = "io.containerd.runhcs.v1"
+RUNC = "io.containerd.runc.v2"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SHORT = {OURS: "runhcs", RUNC: "runc"}
+
+
+def status(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def time_run(cd: Containerd, runtime: str, cid: str) -> float:
+    t = time.perf_counter()
+    cd.ctr("run", "--rm", "--runtime", runtime, DEFAULT_REF, cid, "true", timeout=300)
+    return time.perf_counter() - t
+
+
+def shim_memory(cd: Containerd, runtime: str) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in KiB of the shim daemon serving a detached `sleep 5` under `runtime`."""
+    cid = f"rss-{SHORT.get(runtime, 'x')}"
+    cd.ctr("run", "-d", "--runtime", runtime, DEFAULT_REF, cid, "sleep", "5", timeout=300)
+    try:
+        time.sleep(0.5)
+        pid = find_shim_daemon(cd, cid)
+        fields = {}
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields[key] = value.split()[0] if value.split() else "0"
+        return int(fields["VmRSS"]), int(fields["VmHWM"])
+    finally:
+        cd.ctr("task", "rm", "-f", cid, check=False)  # --force: SIGKILL, wait for the exit, delete
+        cd.ctr("containers", "rm", cid, check=False)
+
+
+def find_shim_daemon(cd: Containerd, cid: str) -> int:
+    """The pid of the long-running shim process for task `cid`: both shims write it to <bundle>/shim.pid."""
+    path = cd.state / "io.containerd.runtime.v2.task" / "default" / cid / "shim.pid"
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ContainerdError(f"shim daemon for {cid}: {path}: {exc}") from None
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} x {model}, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def table(times: dict[str, list[float]], memory: dict[str, tuple[int, int]]) -> str:
+    rows = ["| runtime | runs | median (s) | min (s) | max (s) | shim VmRSS (MiB) | shim VmHWM (MiB) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for runtime, ts in times.items():
+        rss, hwm = memory.get(runtime, (0, 0))
+        rows.append(f"| {runtime} | {len(ts)} | {statistics.median(ts):.3f} | {min(ts):.3f} | {max(ts):.3f} "
+                    f"| {rss / 1024:.1f} | {hwm / 1024:.1f} |")
+    if OURS in times and RUNC in times:
+        ratio = statistics.median(times[OURS]) / statistics.median(times[RUNC])
+        rows.append("")
+        rows.append(f"Ratio of medians ours/runc: **{ratio:.2f}**")
+    return "\n".join(rows)
+
+
+def record(text: str, runtimes: list[str], runs: int, warmup: int) -> None:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    what = " vs ".join(runtimes)
+    entry = (f"\n## {now}: `ctr run --rm <busybox> b<i> true`, {what}\n\n"
+             f"Machine: {machine()}. {runs} runs per runtime after {warmup} warm-up runs, alternating.\n\n"
+             f"{text}\n")
+    new = not RESULTS.exists()
+    with open(RESULTS, "a") as f:
+        if new:
+            f.write("# Benchmark results (appended by `bench/run.py --record`)\n")
+        f.write(entry)
+    status(f"appended to {RESULTS}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="measured runs per runtime (default 20)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up runs per runtime (default 2)")
+    parser.add_argument("--only-runc", action="store_true", help=f"measure {RUNC} alone")
+    parser.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.name}")
+    parser.add_argument("--debug", action="store_true", help="run containerd at debug level")
+    args = parser.parse_args()
+    runtimes = [RUNC] if args.only_runc else [OURS, RUNC]
+    venv_bin = str(Path(sys.executable).parent)
+    with tempfile.TemporaryDirectory(prefix="hcsshim-bench-") as tmp:
+        cd = Containerd(Path(tmp) / "containerd", path_prepend=[venv_bin], debug=args.debug)
+        try:
+            status(f"starting containerd in {cd.workdir}")
+            cd.start()
+            tar = Path(tmp) / "busybox.tar"
+            build_busybox_image(tar, DEFAULT_REF)
+            cd.import_image(tar, DEFAULT_REF)
+            times: dict[str, list[float]] = {r: [] for r in runtimes}
+            for i in range(args.warmup + args.runs):
+                for runtime in runtimes:
+                    elapsed = time_run(cd, runtime, f"b{i}-{SHORT[runtime]}")
+                    if i >= args.warmup:
+                        times[runtime].append(elapsed)
+                if i == args.warmup - 1:
+                    status("warm-up done")
+            memory = {r: shim_memory(cd, r) for r in runtimes}
+            left = cd.leftovers()
+            for line in left:
+                status(f"left behind: {line}")
+        except KeyboardInterrupt:
+            status("interrupted")
+            return 130
+        except (ContainerdError, CtrError) as e:
+            status(f"error: {e}")
+            return 1
+        finally:
+            cd.stop()
+    text = table(times, memory)
+    print(text)
+    if args.record:
+        record(text, runtimes, args.runs, args.warmup)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Protocol buffer definitions (ours, wire-compatible with upstream) and their generated modules."""

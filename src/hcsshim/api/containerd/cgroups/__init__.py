@@ -1,0 +1,1 @@
+"""containerd/cgroups statistics messages."""

@@ -1,0 +1,1 @@
+"""Task lifecycle event messages (package containerd.events) published by the shim."""

@@ -1,0 +1,1 @@
+"""containerd services the shim calls as a client."""

@@ -1,0 +1,1 @@
+"""containerd's events services."""

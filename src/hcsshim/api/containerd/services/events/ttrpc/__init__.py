@@ -1,0 +1,1 @@
+"""containerd's ttrpc events service (served on TTRPC_ADDRESS)."""

@@ -1,0 +1,1 @@
+"""containerd.services.events.ttrpc.v1: Events/Forward, ForwardRequest and Envelope."""

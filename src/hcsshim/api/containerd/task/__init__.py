@@ -1,0 +1,1 @@
+"""containerd's runtime shim task API."""

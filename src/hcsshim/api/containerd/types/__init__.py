@@ -1,0 +1,1 @@
+"""Shared containerd types: containerd.types.Mount and containerd.v1.types (Status, ProcessInfo)."""

@@ -1,0 +1,1 @@
+"""containerd's runc shim protobuf APIs."""

@@ -1,0 +1,1 @@
+"""ExtendedTask (no proto package, as upstream): the shim's ComputeProcessorInfo service."""

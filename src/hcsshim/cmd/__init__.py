@@ -1,0 +1,1 @@
+"""Entry points: parse arguments, call the parts, map errors to exit codes."""

@@ -1,0 +1,275 @@
+"""The shim's short-lived actions, `start` and `delete`, and the paths every action agrees on.
+
+`start` (containerd runs it with cwd = the bundle) binds the task's ttrpc socket, writes `<bundle>/address`, forks
+the long-lived daemon (no re-exec: the child keeps the interpreter already running, which saves a whole Python
+start-up on the critical path of `ctr run`), prints `unix://<socket>` and exits. The daemon starts a new session,
+puts stdio on /dev/null (containerd waits for every holder of the start process's stdout to close it) and serves
+the listening socket. A container that belongs to a pod (the `io.kubernetes.cri.sandbox-id` annotation) shares
+its sandbox's shim: the socket address is derived from the sandbox id, and when a shim already answers there
+`start` just reports its address.
+
+`delete` cleans up after a shim that died or disconnected: it force-deletes the runc container of `-id` only,
+unmounts `<bundle>/rootfs`, removes a dead shim's socket and prints a marshalled DeleteResponse. It must finish
+within containerd's 5 s cleanup timeout and succeed when there is nothing left to clean.
+
+Imports stay minimal on the `start` path: protobuf and asyncio are loaded by the daemon after the fork.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import socket
+import sys
+
+from hcsshim.shim.flags import Flags, UsageError
+
+SOCKET_DIR = "/run/containerd/s"
+TASK_DIR_NAME = "io.containerd.runtime.v2.task"
+ANNOTATION_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
+ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+ANNOTATION_RUNC_GROUP = "io.containerd.runc.v2.group"
+INIT_PID_FILE = "init.pid"
+
+
+class StartError(Exception):
+    """`start` cannot proceed; the message is printed and containerd fails the Create with it."""
+
+
+def socket_address(containerd_address: str, namespace: str, group_id: str) -> str:
+    """The shim socket address, as containerd's shim.SocketAddress computes it."""
+    path = os.path.normpath(os.path.join(containerd_address, namespace, group_id))
+    return "unix://" + os.path.join(SOCKET_DIR, hashlib.sha256(path.encode()).hexdigest())
+
+
+def state_dir_of(bundle: str) -> str | None:
+    """containerd's state directory, from a bundle path `<state>/io.containerd.runtime.v2.task/<ns>/<id>`."""
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(bundle)))
+    if os.path.basename(parent) != TASK_DIR_NAME:
+        return None
+    return os.path.dirname(parent)
+
+
+def runc_root(bundle: str, namespace: str) -> str:
+    """The runc --root of this containerd instance and namespace: `<state>/runhcs/runc/<ns>`.
+
+    Deriving it from containerd's state dir keeps several containerd instances (tests, demos) apart."""
+    state = state_dir_of(bundle)
+    base = os.path.join(state, "runhcs") if state else "/run/containerd/runhcs"
+    return os.path.join(base, "runc", namespace)
+
+
+def read_annotations(bundle: str) -> dict[str, str]:
+    """The annotations of `<bundle>/config.json` that group tasks; {} when there are none.
+
+    The JSON is decoded only when a grouping annotation is present at all (json costs start-up time)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}
+    if b"io.kubernetes.cri." not in data and ANNOTATION_RUNC_GROUP.encode() not in data:
+        return {}
+    import json
+
+    try:
+        spec = json.loads(data)
+    except ValueError as exc:
+        raise StartError(f"start: {bundle}/config.json: invalid JSON: {exc}") from None
+    annotations = spec.get("annotations") if isinstance(spec, dict) else None
+    return annotations if isinstance(annotations, dict) else {}
+
+
+def group_id(task_id: str, annotations: dict[str, str]) -> str:
+    """The id whose shim serves this task: the sandbox's for pod containers, else the task's own."""
+    ctype = annotations.get(ANNOTATION_CONTAINER_TYPE)
+    sandbox = annotations.get(ANNOTATION_SANDBOX_ID)
+    if (ctype is None) != (sandbox is None):
+        raise StartError(f"start {task_id}: annotations {ANNOTATION_CONTAINER_TYPE} and "
+                         f"{ANNOTATION_SANDBOX_ID} must be set together")
+    if ctype is not None:
+        if ctype == "sandbox":
+            if sandbox != task_id:
+                raise StartError(f"start {task_id}: sandbox id {sandbox!r} does not match the task id")
+            return task_id
+        if ctype == "container":
+            return str(sandbox)
+        raise StartError(f"start {task_id}: invalid {ANNOTATION_CONTAINER_TYPE} {ctype!r}")
+    return annotations.get(ANNOTATION_RUNC_GROUP) or task_id
+
+
+def can_connect(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1.0)
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def listen(path: str) -> socket.socket | None:
+    """Binds and listens on path; None when a live shim already serves it (a pod member joining)."""
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            if can_connect(path):
+                sock.close()
+                return None
+            os.unlink(path)
+            sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def write_file_atomic(path: str, data: str) -> None:
+    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
+    with open(tmp, "w") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _read_stdin() -> bytes:
+    """The runtime options containerd may write to stdin (a marshalled Any), or b""."""
+    chunks = []
+    try:
+        while chunk := os.read(0, 65536):
+            chunks.append(chunk)
+    except OSError:
+        pass
+    return b"".join(chunks)
+
+
+def start(flags: Flags) -> int:
+    flags.require("namespace", "address", "id")
+    bundle = os.getcwd()
+    gid = group_id(flags.id, read_annotations(bundle))
+    address = socket_address(flags.address, flags.namespace, gid)
+    path = address[len("unix://"):]
+    sock = listen(path)
+    write_file_atomic(os.path.join(bundle, "address"), address)
+    if sock is not None:
+        options = _read_stdin()
+        inode = os.stat(path).st_ino
+        pid = os.fork()
+        if pid == 0:  # the daemon
+            rc = 1
+            try:
+                os.setsid()
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.close(null)
+                _raise_oom_score()
+                from hcsshim.shim import daemon
+
+                rc = daemon.run(sock, flags, bundle=bundle, socket_path=path, socket_inode=inode,
+                                options=options)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(rc)
+        sock.close()
+        write_file_atomic(os.path.join(bundle, "shim.pid"), str(pid))
+    sys.stdout.write(address)
+    sys.stdout.flush()
+    return 0
+
+
+def _raise_oom_score() -> None:
+    """The daemon is one step more killable than containerd, as containerd's shims are."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            score = int(f.read().strip() or 0)
+            if score < 1000:
+                f.seek(0)
+                f.write(str(score + 1))
+    except OSError:
+        pass
+
+
+def delete(flags: Flags) -> int:
+    """containerd's cleanup of a dead or disconnected shim's task."""
+    import subprocess
+    import time
+
+    flags.require("namespace", "id")
+    bundle = flags.bundle or os.getcwd()
+    warnings: list[str] = []
+    pid = 0
+    try:
+        with open(os.path.join(bundle, INIT_PID_FILE)) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        pass
+    root = runc_root(bundle, flags.namespace)
+    existed = False
+    if os.path.isdir(os.path.join(root, flags.id)):
+        existed = True
+        try:
+            out = subprocess.run(["runc", "--root", root, "delete", "--force", flags.id],
+                                 capture_output=True, timeout=3.5)
+            if out.returncode != 0 and b"does not exist" not in out.stderr:
+                warnings.append(f"runc delete {flags.id}: {out.stderr.decode(errors='replace').strip()}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            warnings.append(f"runc delete {flags.id}: {exc}")
+    from hcsshim.shim import mount
+
+    rootfs = os.path.join(bundle, "rootfs")
+    try:
+        mount.unmount_all(rootfs)
+    except OSError as exc:
+        warnings.append(str(exc))
+    try:
+        with open(os.path.join(bundle, "address")) as f:
+            address = f.read().strip()
+        sock_path = address.removeprefix("unix://")
+        if sock_path.startswith(SOCKET_DIR + "/") and os.path.exists(sock_path) and not can_connect(sock_path):
+            os.unlink(sock_path)
+    except OSError:
+        pass
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from hcsshim.api.containerd.task.v2.shim_pb2 import DeleteResponse
+
+    now = time.time_ns()
+    resp = DeleteResponse(pid=pid if existed else 0, exit_status=137 if existed else 255,
+                          exited_at=Timestamp(seconds=now // 1_000_000_000, nanos=now % 1_000_000_000))
+    for w in warnings:
+        sys.stderr.write(w + "\n")
+    sys.stdout.buffer.write(resp.SerializeToString())
+    sys.stdout.flush()
+    return 0
+
+
+def main_dispatch(flags: Flags) -> int:
+    if flags.action == "start":
+        return start(flags)
+    if flags.action == "delete":
+        return delete(flags)
+    if flags.action == "serve":
+        flags.require("namespace", "id", "socket")
+        from hcsshim.shim import daemon
+
+        sock = listen(flags.socket)
+        if sock is None:
+            raise StartError(f"serve: {flags.socket}: a shim already listens there")
+        return daemon.run(sock, flags, bundle=flags.bundle or os.getcwd(), socket_path=flags.socket,
+                          socket_inode=os.stat(flags.socket).st_ino, options=b"")
+    if not flags.action:
+        raise UsageError("missing action: start, delete or serve (see -h)")
+    raise UsageError(f"unknown action {flags.action!r}: start, delete or serve (see -h)")

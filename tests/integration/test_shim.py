@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -118,7 +119,7 @@ def test_stdin_of_10_mib_comes_back_identical_through_cat(containerd: Containerd
 
 def test_terminal_mode_gives_the_process_a_tty(containerd: Containerd, busybox_ref: str, new_id) -> None:
     out = containerd.ctr("run", "--runtime", RUNTIME, "--rm", "-t", busybox_ref, new_id("tty"), "sh", "-c",
-                         "tty; stty size; exit 4", tty=True, check=False, timeout=60)
+                         "tty; sleep 1; stty size; exit 4", tty=True, check=False, timeout=60)
     text = out.stdout.decode(errors="replace")
     assert "/dev/pts/" in text, text
     assert "24 80" in text, text
@@ -183,7 +184,8 @@ def test_events_are_published_once_each_in_order(containerd: Containerd, busybox
     finally:
         events.terminate()
         text, _ = events.communicate(timeout=10)
-    topics = [line.split()[3] for line in text.decode().splitlines() if cid in line and "/tasks/" in line]
+    topics = [word for line in text.decode().splitlines() if cid in line
+              for word in line.split() if word.startswith("/tasks/")]
     assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], text.decode()
 
 
@@ -210,6 +212,10 @@ def test_kill_9_of_a_shim_is_cleaned_up_by_delete(containerd: Containerd, busybo
     # containerd notices the disconnect, runs `delete`, and reports the task as gone.
     wait_for(lambda: task_status(containerd, cid) == "", what="containerd to drop the task")
     containerd.ctr("container", "delete", cid)
+    # `ctr run -d` leaves its FIFOs for `ctr task delete`, which has nothing to delete now: the client's to remove.
+    for fifo_dir in containerd.fifo_dir.iterdir():
+        if any(p.name.startswith(cid) for p in fifo_dir.iterdir()):
+            shutil.rmtree(fifo_dir)
     assert containerd.leftovers() == []
 
 

@@ -63,12 +63,27 @@ def shim_memory(cd: Containerd, runtime: str) -> tuple[int, int]:
 
 
 def find_shim_daemon(cd: Containerd, cid: str) -> int:
-    """The pid of the long-running shim process for task `cid`: both shims write it to <bundle>/shim.pid."""
+    """The pid of the long-running shim process for task `cid`.
+
+    Ours writes <bundle>/shim.pid (its daemon is forked from `start`, so it keeps the start command line);
+    Debian's runc shim is found by its daemon command line (-address A -id ID, without an action)."""
     path = cd.state / "io.containerd.runtime.v2.task" / "default" / cid / "shim.pid"
     try:
         return int(path.read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise ContainerdError(f"shim daemon for {cid}: {path}: {exc}") from None
+    except (OSError, ValueError):
+        pass
+    candidates = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv and argv[-1] not in ("start", "delete") and cd.address in argv and cid in argv:
+            candidates.append(int(name))
+    if not candidates:
+        raise ContainerdError(f"shim daemon for {cid}: no {path} and no process with -address {cd.address} -id {cid}")
+    return min(candidates, key=_start_time)
 
 
 def _start_time(pid: int) -> int:

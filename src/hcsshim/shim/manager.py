@@ -18,12 +18,14 @@ Imports stay minimal on the `start` path: protobuf and asyncio are loaded by the
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import socket
 import sys
+from typing import TYPE_CHECKING
 
 from hcsshim.shim.flags import Flags, UsageError
+
+if TYPE_CHECKING:
+    import socket
 
 SOCKET_DIR = "/run/containerd/s"
 TASK_DIR_NAME = "io.containerd.runtime.v2.task"
@@ -31,6 +33,9 @@ ANNOTATION_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 ANNOTATION_RUNC_GROUP = "io.containerd.runc.v2.group"
 INIT_PID_FILE = "init.pid"
+# Written by the daemon when it deleted a task: the marshalled DeleteResponse, so that containerd's `delete` call
+# (which it waits for after every disconnect) can answer without loading protobuf or calling runc.
+DELETE_RESPONSE_FILE = "shim-delete-response.pb"
 
 
 class StartError(Exception):
@@ -39,8 +44,12 @@ class StartError(Exception):
 
 def socket_address(containerd_address: str, namespace: str, group_id: str) -> str:
     """The shim socket address, as containerd's shim.SocketAddress computes it."""
+    try:
+        from _sha256 import sha256  # the builtin module: hashlib would load OpenSSL on the start path
+    except ImportError:
+        from hashlib import sha256
     path = os.path.normpath(os.path.join(containerd_address, namespace, group_id))
-    return "unix://" + os.path.join(SOCKET_DIR, hashlib.sha256(path.encode()).hexdigest())
+    return "unix://" + os.path.join(SOCKET_DIR, sha256(path.encode()).hexdigest())
 
 
 def state_dir_of(bundle: str) -> str | None:
@@ -100,6 +109,8 @@ def group_id(task_id: str, annotations: dict[str, str]) -> str:
 
 
 def can_connect(path: str) -> bool:
+    import socket
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(1.0)
@@ -113,6 +124,8 @@ def can_connect(path: str) -> bool:
 
 def listen(path: str) -> socket.socket | None:
     """Binds and listens on path; None when a live shim already serves it (a pod member joining)."""
+    import socket
+
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -134,9 +147,9 @@ def listen(path: str) -> socket.socket | None:
     return sock
 
 
-def write_file_atomic(path: str, data: str) -> None:
+def write_file_atomic(path: str, data: str | bytes) -> None:
     tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
-    with open(tmp, "w") as f:
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
     os.replace(tmp, path)
 
@@ -202,6 +215,19 @@ def _raise_oom_score() -> None:
         pass
 
 
+def delete_fast(flags: Flags) -> bool:
+    """Answers `delete` from the response the daemon saved when it deleted the task itself; False if none."""
+    bundle = flags.bundle or os.getcwd()
+    try:
+        with open(os.path.join(bundle, DELETE_RESPONSE_FILE), "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return True
+
+
 def delete(flags: Flags) -> int:
     """containerd's cleanup of a dead or disconnected shim's task."""
     import subprocess
@@ -260,7 +286,8 @@ def main_dispatch(flags: Flags) -> int:
     if flags.action == "start":
         return start(flags)
     if flags.action == "delete":
-        return delete(flags)
+        flags.require("namespace", "id")
+        return 0 if delete_fast(flags) else delete(flags)
     if flags.action == "serve":
         flags.require("namespace", "id", "socket")
         from hcsshim.shim import daemon

@@ -7,7 +7,6 @@ it: the mount runs from the lowerdirs' common parent with relative paths.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterable, Sequence
 
@@ -41,14 +40,23 @@ _PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave":
                 "rslave": MS_SLAVE | MS_REC, "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC}
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
-_libc: ctypes.CDLL | None = None
+_libc = None
 
 
-def _lib() -> ctypes.CDLL:
+def _lib():
+    """libc through ctypes, loaded on first use (ctypes is not free to import on the daemon's start path)."""
     global _libc
     if _libc is None:
+        import ctypes
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 class MountError(OSError):
@@ -56,6 +64,8 @@ class MountError(OSError):
 
 
 def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+    import ctypes
+
     rc = _lib().mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
                       ctypes.c_ulong(flags), data.encode() if data else None)
     if rc != 0:
@@ -138,7 +148,7 @@ def unmount(target: str, *, detach: bool = False) -> bool:
     rc = _lib().umount2(target.encode(), MNT_DETACH if detach else 0)
     if rc == 0:
         return True
-    err = ctypes.get_errno()
+    err = _errno()
     if err in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
         return False
     raise MountError(err, f"unmount {target}: {os.strerror(err)}")

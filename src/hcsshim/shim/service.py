@@ -19,6 +19,7 @@ from hcsshim.api.containerd.events import task_pb2 as ev
 from hcsshim.api.containerd.task.v2 import shim_pb2 as api
 from hcsshim.api.runhcs.options.runhcs_pb2 import Options
 from hcsshim.shim.events import pack_any
+from hcsshim.shim.manager import DELETE_RESPONSE_FILE, write_file_atomic
 from hcsshim.shim.task import Host, Task, timestamp
 from hcsshim.ttrpc import errors
 
@@ -145,6 +146,10 @@ class TaskService:
         resp = await task.delete_process(req.exec_id)
         if not req.exec_id:
             del self.tasks[req.id]
+            try:
+                write_file_atomic(os.path.join(task.bundle, DELETE_RESPONSE_FILE), resp.SerializeToString())
+            except OSError as exc:
+                log.warning("delete task %s: saving the delete response: %s", req.id, exc)
         return resp
 
     async def pids(self, ctx: RequestContext, req: api.PidsRequest) -> api.PidsResponse:

@@ -1,7 +1,9 @@
 """The ttrpc error model: google.rpc status codes and the one exception of this wire, `TtrpcError`.
 
-Messages follow containerd's errdefs convention so that containerd maps them back to its error classes:
-`"task c1 not found: not found"` carries NOT_FOUND and ends with the class text.
+A handler raises `TtrpcError(code, message)`; the server sends it as a `google.rpc.Status`; the client raises
+it again from the status. Messages follow containerd's errdefs convention so that containerd maps them back to
+its error classes: `not_found("task c1")` carries NOT_FOUND and the message `"task c1: not found"`.
+`ProtocolError` is not an RPC status: it means the bytes on the wire are malformed and the connection must end.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from hcsshim.api.google.rpc.status_pb2 import Status
 
 
 class Code(enum.IntEnum):
+    """google.rpc.Code, as carried in `Status.code`."""
+
     OK = 0
     CANCELLED = 1
     UNKNOWN = 2
@@ -32,11 +36,17 @@ class Code(enum.IntEnum):
 
 
 class TtrpcError(Exception):
-    """An RPC failed with a status code and message (str() is the message)."""
+    """An RPC failed with a status code and a message; str() is the message.
+
+    `code` is a `Code`; a code outside google.rpc's range received from a peer is kept as a plain int.
+    """
 
     def __init__(self, code: Code | int, message: str) -> None:
         super().__init__(message)
-        self.code = Code(code) if code in Code._value2member_map_ else code
+        try:
+            self.code: Code = Code(code)
+        except ValueError:
+            self.code = code  # type: ignore[assignment]
         self.message = message
 
     def __str__(self) -> str:
@@ -44,63 +54,77 @@ class TtrpcError(Exception):
 
     def __repr__(self) -> str:
         name = self.code.name if isinstance(self.code, Code) else str(self.code)
-        return f"TtrpcError({name}, {self.message!r})"
+        return f"{type(self).__name__}({name}, {self.message!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return TtrpcError, (int(self.code), self.message)
 
     def to_status(self) -> Status:
         return Status(code=int(self.code), message=self.message)
 
     @classmethod
-    def from_status(cls, status: Status) -> TtrpcError:
-        return cls(status.code, status.message)
+    def from_status(cls, st: Status) -> TtrpcError:
+        return cls(st.code, st.message)
 
 
 class ConnectionClosed(TtrpcError):
-    """The connection ended before (or while) the call was answered."""
+    """The connection ended before the call was answered, or the client is closed (code UNAVAILABLE)."""
 
     def __init__(self, message: str = "ttrpc: closed") -> None:
         super().__init__(Code.UNAVAILABLE, message)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return ConnectionClosed, (self.message,)
+
 
 class ProtocolError(Exception):
-    """Malformed input on the wire (framing or envelope); the connection cannot continue."""
+    """Malformed input on the wire (framing or envelope): the connection cannot continue."""
 
 
-_CLASS_TEXT = {
+# containerd errdefs: the text each error class appends, and strips again in errdefs.FromGRPC.
+CLASS_TEXT: dict[Code, str] = {
+    Code.UNKNOWN: "unknown",
+    Code.INVALID_ARGUMENT: "invalid argument",
     Code.NOT_FOUND: "not found",
     Code.ALREADY_EXISTS: "already exists",
     Code.FAILED_PRECONDITION: "failed precondition",
-    Code.INVALID_ARGUMENT: "invalid argument",
     Code.UNIMPLEMENTED: "not implemented",
     Code.UNAVAILABLE: "unavailable",
 }
 
 
-def _with_class(code: Code, message: str) -> TtrpcError:
-    text = _CLASS_TEXT.get(code)
-    if text and not message.endswith(": " + text):
-        message = f"{message}: {text}"
+def with_class(code: Code, message: str) -> TtrpcError:
+    """A TtrpcError whose message ends with containerd's class text for `code` (added unless present)."""
+    text = CLASS_TEXT.get(code)
+    if text and message != text and not message.endswith(": " + text):
+        message = f"{message}: {text}" if message else text
     return TtrpcError(code, message)
 
 
 def not_found(message: str) -> TtrpcError:
-    return _with_class(Code.NOT_FOUND, message)
+    return with_class(Code.NOT_FOUND, message)
 
 
 def already_exists(message: str) -> TtrpcError:
-    return _with_class(Code.ALREADY_EXISTS, message)
+    return with_class(Code.ALREADY_EXISTS, message)
 
 
 def failed_precondition(message: str) -> TtrpcError:
-    return _with_class(Code.FAILED_PRECONDITION, message)
+    return with_class(Code.FAILED_PRECONDITION, message)
 
 
 def invalid_argument(message: str) -> TtrpcError:
-    return _with_class(Code.INVALID_ARGUMENT, message)
+    return with_class(Code.INVALID_ARGUMENT, message)
 
 
 def unimplemented(message: str) -> TtrpcError:
-    return _with_class(Code.UNIMPLEMENTED, message)
+    return with_class(Code.UNIMPLEMENTED, message)
+
+
+def unavailable(message: str) -> TtrpcError:
+    return with_class(Code.UNAVAILABLE, message)
 
 
 def internal(message: str) -> TtrpcError:
+    """INTERNAL has no errdefs class text (containerd maps it to ErrUnknown): the message is kept as is."""
     return TtrpcError(Code.INTERNAL, message)

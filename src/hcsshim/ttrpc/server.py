@@ -105,6 +105,7 @@ class _Connection(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _handle(self, stream_id: int, request) -> None:
+        started = asyncio.get_running_loop().time()
         try:
             payload = await self._call(stream_id, request)
             out = codec.encode_response(stream_id, payload)
@@ -115,6 +116,9 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:
             log.error("ttrpc: %s/%s failed", request.service, request.method, exc_info=exc)
             out = codec.encode_response(stream_id, status=TtrpcError(Code.UNKNOWN, str(exc)).to_status())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ttrpc: %s/%s stream %d answered in %.1f ms", request.service, request.method, stream_id,
+                      (asyncio.get_running_loop().time() - started) * 1e3)
         try:
             self.write(out)
         except ProtocolError as exc:  # a response over the size limit

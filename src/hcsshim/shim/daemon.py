@@ -90,7 +90,11 @@ def run(listener: socket.socket, flags: Flags, *, bundle: str, socket_path: str,
     # on the critical path of every `ctr run`.
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     import asyncio
+    import gc
 
+    from hcsshim.shim import service  # noqa: F401 - the whole import graph, before the collector returns
+
+    gc.enable()
     return asyncio.run(_serve(listener, flags, bundle=bundle, socket_path=socket_path, socket_inode=socket_inode))
 
 

@@ -178,6 +178,9 @@ def start(flags: Flags) -> int:
         inode = os.stat(path).st_ino
         pid = os.fork()
         if pid == 0:  # the daemon
+            import gc
+
+            gc.disable()  # the daemon's imports make no garbage worth collecting; daemon.run re-enables it
             rc = 1
             try:
                 os.setsid()

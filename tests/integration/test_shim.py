@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hcsshim.testing.containerd import Containerd
+from hcsshim.testing.sockets import unix_exchange
 
 RUNTIME = "io.containerd.runhcs.v1"
 
@@ -264,30 +264,15 @@ def _shim_socket(cd: Containerd, cid: str) -> str:
     return address.removeprefix("unix://")
 
 
-def _raw(path: str, data: bytes) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(path)
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        try:
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        except OSError:
-            pass
-        return b"".join(chunks)
-
-
 def test_malformed_ttrpc_frames_do_not_kill_the_shim(containerd: Containerd, busybox_ref: str, new_id) -> None:
     cid = new_id("frames")
     containerd.ctr("run", "--runtime", RUNTIME, "-d", busybox_ref, cid, "sleep", "1000")
     try:
         path = _shim_socket(containerd, cid)
-        _raw(path, b"\x00\x00")                                          # short header, then EOF
-        _raw(path, struct.pack(">IIBB", 64 << 20, 1, 1, 0) + b"x" * 100)  # declared length far over 4 MiB
-        _raw(path, struct.pack(">IIBB", 5, 1, 1, 0) + b"\xff\xff\xff\xff\xff")  # garbage protobuf
-        reply = _raw(path, struct.pack(">IIBB", 3, 1, 1, 0) + b"\x0a\x01")  # truncated Request
+        unix_exchange(path, b"\x00\x00")                                          # short header, then EOF
+        unix_exchange(path, struct.pack(">IIBB", 64 << 20, 1, 1, 0) + b"x" * 100)  # declared length far over 4 MiB
+        unix_exchange(path, struct.pack(">IIBB", 5, 1, 1, 0) + b"\xff\xff\xff\xff\xff")  # garbage protobuf
+        reply = unix_exchange(path, struct.pack(">IIBB", 3, 1, 1, 0) + b"\x0a\x01")  # truncated Request
         assert reply == b"" or len(reply) >= 10
         assert task_status(containerd, cid) == "RUNNING"   # the shim still answers State
         out = containerd.ctr("task", "exec", "--exec-id", "after", cid, "echo", "alive", check=False)

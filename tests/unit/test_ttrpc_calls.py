@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from pathlib import Path
 
 import pytest
 
 from hcsshim.api.ttrpc.request_pb2 import KeyValue
+from hcsshim.testing.sockets import unix_exchange
 from hcsshim.ttrpc import Client, Code, ConnectionClosed, Server, TtrpcError
 
 SERVICE = "test.Echo"
@@ -138,21 +138,6 @@ def test_large_payloads_pass_up_to_the_limit(tmp_path: Path) -> None:
     serve(tmp_path, body)
 
 
-def _raw(path: str, data: bytes) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(5)
-        s.connect(path)
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except OSError:
-            pass
-        return out
-
-
 @pytest.mark.parametrize("garbage", [
     b"\x00\x00\x00",                                              # short header, then EOF
     struct.pack(">IIBB", 64 << 20, 1, 1, 0) + b"x" * 64,          # declared length far over the limit
@@ -161,7 +146,7 @@ def _raw(path: str, data: bytes) -> bytes:
 def test_malformed_input_closes_only_that_connection(tmp_path: Path, garbage: bytes) -> None:
     async def body(server, service, path):
         client = await Client.connect(path)
-        reply = await asyncio.get_running_loop().run_in_executor(None, _raw, path, garbage)
+        reply = await asyncio.get_running_loop().run_in_executor(None, unix_exchange, path, garbage)
         assert reply == b""
         assert (await client.call(SERVICE, "Echo", KeyValue(key="still"), KeyValue)).key == "still"
         await client.close()
@@ -175,7 +160,7 @@ def test_an_even_stream_id_is_an_invalid_argument(tmp_path: Path) -> None:
 
     async def body(server, service, path):
         reply = await asyncio.get_running_loop().run_in_executor(
-            None, _raw, path, encode_request(2, SERVICE, "Echo", b""))
+            None, unix_exchange, path, encode_request(2, SERVICE, "Echo", b""))
         dec = FrameDecoder()
         dec.receive_data(reply)
         frame = dec.next_frame()

@@ -20,7 +20,7 @@ from hcsshim.api.containerd.task.v2 import shim_pb2 as api
 from hcsshim.api.runhcs.options.runhcs_pb2 import Options
 from hcsshim.shim.events import pack_any
 from hcsshim.shim.manager import DELETE_RESPONSE_FILE, write_file_atomic
-from hcsshim.shim.task import Host, Task, timestamp
+from hcsshim.shim.task import Host, Task
 from hcsshim.ttrpc import errors
 
 if TYPE_CHECKING:
@@ -243,5 +243,3 @@ def _log_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background %s failed", task.get_name(), exc_info=task.exception())
 
-
-__all__ = ["HYPERVISOR_UNAVAILABLE", "SERVICE", "TaskService", "parse_options", "timestamp"]

@@ -254,7 +254,6 @@ class Task:
         self.init = Process(self, "", paths)
         self.execs: dict[str, Process] = {}
         self._mounted = 0
-        self.oom = None
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {STATUS_NAMES.get(self.status)} pid={self.init.pid}>"

@@ -282,3 +282,22 @@ def test_malformed_ttrpc_frames_do_not_kill_the_shim(containerd: Containerd, bus
         wait_for(lambda: task_status(containerd, cid) in ("STOPPED", ""), what=f"{cid} stopped")
         containerd.ctr("task", "delete", cid, check=False)
         containerd.ctr("container", "delete", cid, check=False)
+
+
+def test_an_oom_kill_is_published_as_tasks_oom(containerd: Containerd, busybox_ref: str, new_id) -> None:
+    cid = new_id("oom")
+    events = ctr_popen(containerd, "events")
+    try:
+        time.sleep(0.3)
+        # 16 MiB limit, and a shell that keeps growing a variable until the kernel kills it.
+        out = run(containerd, busybox_ref, cid, "sh", "-c", 'x=0123456789abcdef; while true; do x="$x$x"; done',
+                  extra=("--memory-limit", str(16 << 20)), timeout=120)
+        assert out.returncode == 137, out.stderr
+        time.sleep(0.5)
+    finally:
+        events.terminate()
+        text, _ = events.communicate(timeout=10)
+    topics = [word for line in text.decode().splitlines() if cid in line
+              for word in line.split() if word.startswith("/tasks/")]
+    assert "/tasks/oom" in topics, text.decode()
+    assert topics.index("/tasks/oom") < topics.index("/tasks/exit")

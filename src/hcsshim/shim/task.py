@@ -37,6 +37,7 @@ from hcsshim.api.containerd.task.v2 import shim_pb2 as api
 from hcsshim.api.containerd.types.mount_pb2 import Mount
 from hcsshim.runc import RuncError
 from hcsshim.shim import mount as mounts
+from hcsshim.shim.oom import OOMWatcher
 from hcsshim.shim.stdio import ProcessIO, StdioError, StdioPaths
 from hcsshim.ttrpc import errors
 
@@ -254,6 +255,7 @@ class Task:
         self.init = Process(self, "", paths)
         self.execs: dict[str, Process] = {}
         self._mounted = 0
+        self._oom: OOMWatcher | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.id} {STATUS_NAMES.get(self.status)} pid={self.init.pid}>"
@@ -303,6 +305,7 @@ class Task:
             raise errors.TtrpcError(errors.Code.UNKNOWN, f"create task {self.id}: {exc}") from None
         io.started()
         self.init.watch(since)
+        self._oom = OOMWatcher.for_pid(self.init.pid, lambda: self.host.publish(ev.TaskOOM(container_id=self.id)))
 
     async def run_with_console(self, io: ProcessIO, runc_call) -> int:
         """Runs a runc create/exec coroutine; for terminals, receives the pty master meanwhile."""
@@ -318,6 +321,8 @@ class Task:
         return pid
 
     async def _undo_create(self) -> None:
+        if self._oom is not None:
+            self._oom.close()
         if self.init.io is not None:
             self.init.io.close()
         try:
@@ -438,6 +443,8 @@ class Task:
         for proc in [init, *self.execs.values()]:
             if proc.io is not None:
                 proc.io.close()
+        if self._oom is not None:
+            self._oom.close()
         self._unmount()
         _remove(os.path.join(self.bundle, "init.pid"))
         self.status = STOPPED

@@ -64,6 +64,21 @@ def shim_pids(cd: Containerd) -> list[int]:
     return pids
 
 
+def task_topics(cd: Containerd, cid: str, action) -> tuple[list[str], str]:
+    """Runs action() while `ctr events` listens; returns the /tasks/ topics seen for cid, and the raw output."""
+    events = ctr_popen(cd, "events")
+    try:
+        time.sleep(0.3)
+        action()
+        time.sleep(0.5)
+    finally:
+        events.terminate()
+        out, _ = events.communicate(timeout=10)
+    text = out.decode()
+    topics = [word for line in text.splitlines() if cid in line for word in line.split() if word.startswith("/tasks/")]
+    return topics, text
+
+
 # -- the trial -------------------------------------------------------------------------------------------
 
 def test_the_trial_prints_hello_world(containerd: Containerd, busybox_ref: str, new_id) -> None:
@@ -175,18 +190,13 @@ def test_exec_in_a_running_task_returns_its_output_and_exit_code(containerd: Con
 
 def test_events_are_published_once_each_in_order(containerd: Containerd, busybox_ref: str, new_id) -> None:
     cid = new_id("ev")
-    events = ctr_popen(containerd, "events")
-    try:
-        time.sleep(0.3)
+
+    def trial() -> None:
         out = run(containerd, busybox_ref, cid, "true")
         assert out.returncode == 0, out.stderr
-        time.sleep(0.5)
-    finally:
-        events.terminate()
-        text, _ = events.communicate(timeout=10)
-    topics = [word for line in text.decode().splitlines() if cid in line
-              for word in line.split() if word.startswith("/tasks/")]
-    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], text.decode()
+
+    topics, text = task_topics(containerd, cid, trial)
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], text
 
 
 # -- scale, crashes --------------------------------------------------------------------------------------
@@ -286,18 +296,13 @@ def test_malformed_ttrpc_frames_do_not_kill_the_shim(containerd: Containerd, bus
 
 def test_an_oom_kill_is_published_as_tasks_oom(containerd: Containerd, busybox_ref: str, new_id) -> None:
     cid = new_id("oom")
-    events = ctr_popen(containerd, "events")
-    try:
-        time.sleep(0.3)
+
+    def hog() -> None:
         # 16 MiB limit, and a shell that keeps growing a variable until the kernel kills it.
         out = run(containerd, busybox_ref, cid, "sh", "-c", 'x=0123456789abcdef; while true; do x="$x$x"; done',
                   extra=("--memory-limit", str(16 << 20)), timeout=120)
         assert out.returncode == 137, out.stderr
-        time.sleep(0.5)
-    finally:
-        events.terminate()
-        text, _ = events.communicate(timeout=10)
-    topics = [word for line in text.decode().splitlines() if cid in line
-              for word in line.split() if word.startswith("/tasks/")]
-    assert "/tasks/oom" in topics, text.decode()
+
+    topics, text = task_topics(containerd, cid, hog)
+    assert "/tasks/oom" in topics, text
     assert topics.index("/tasks/oom") < topics.index("/tasks/exit")

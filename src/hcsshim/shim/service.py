@@ -112,7 +112,7 @@ class TaskService:
     def _task(self, id: str) -> Task:
         task = self.tasks.get(id)
         if task is None:
-            raise errors.not_found(f"task {id} not found")
+            raise errors.not_found(f"task {id}")
         return task
 
     # -- RPCs ----------------------------------------------------------------------------------------------

@@ -346,7 +346,7 @@ class Task:
             return self.init
         proc = self.execs.get(exec_id)
         if proc is None:
-            raise errors.not_found(f"task {self.id}: exec {exec_id} not found")
+            raise errors.not_found(f"task {self.id}: exec {exec_id}")
         return proc
 
     def add_exec(self, req: api.ExecProcessRequest) -> Process:

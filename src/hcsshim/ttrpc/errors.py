@@ -3,7 +3,7 @@
 A handler raises `TtrpcError(code, message)`; the server sends it as a `google.rpc.Status`; the client raises
 it again from the status. Messages follow containerd's errdefs convention so that containerd maps them back to
 its error classes: `not_found("task c1")` carries NOT_FOUND and the message `"task c1: not found"`.
-`ProtocolError` is not an RPC status: it means the bytes on the wire are malformed and the connection must end.
+`ProtocolError` is not an RPC status: the bytes on the wire are malformed and the connection must end.
 """
 
 from __future__ import annotations

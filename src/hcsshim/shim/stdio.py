@@ -297,7 +297,7 @@ class ProcessIO:
             if not uri:
                 continue
             if index == 2 and uri == p.stdout and uri.startswith("file://"):
-                self._child[2] = self._child[1]   # one shared file, as runc does
+                self._child[2] = self._child[1]   # same file: one pipe carries both streams into it
                 continue
             dst, keep = _open_output(uri, name)
             self._keep(dst)

@@ -159,7 +159,7 @@ class Process:
         host = self.task.host
         try:
             if self.is_init:
-                await host.runc.start(self.task.id)
+                await self.task._runc("start", host.runc.start(self.task.id))
             else:
                 await self._start_exec()
         except BaseException:
@@ -186,14 +186,14 @@ class Process:
         pid_file = os.path.join(task.bundle, f"{self.exec_id}.pid")
         since = asyncio.get_running_loop().time()
         try:
-            self.pid = await task.run_with_console(self.io, task.host.runc.exec(
+            self.pid = await task._runc(f"exec {self.exec_id} in", task.run_with_console(self.io, task.host.runc.exec(
                 task.id, self.spec or {}, pid_file=pid_file, console_socket=self.io.console_socket,
                 stdin=self.io.child_fds[0], stdout=self.io.child_fds[1], stderr=self.io.child_fds[2],
-                detach=True))
-        except RuncError as exc:
+                detach=True)))
+        except BaseException:
             self.io.close()
             self.io = None
-            raise errors.TtrpcError(errors.Code.UNKNOWN, f"exec {self.name}: {exc}") from None
+            raise
         finally:
             _remove(pid_file)
         self.io.started()
@@ -296,13 +296,10 @@ class Task:
         io = self.init.io
         runc = self.host.runc
         since = asyncio.get_running_loop().time()
-        try:
-            self.init.pid = await self.run_with_console(io, runc.create(
-                self.id, self.bundle, pid_file=os.path.join(self.bundle, "init.pid"),
-                console_socket=io.console_socket, stdin=io.child_fds[0], stdout=io.child_fds[1],
-                stderr=io.child_fds[2]))
-        except RuncError as exc:
-            raise errors.TtrpcError(errors.Code.UNKNOWN, f"create task {self.id}: {exc}") from None
+        self.init.pid = await self._runc("create", self.run_with_console(io, runc.create(
+            self.id, self.bundle, pid_file=os.path.join(self.bundle, "init.pid"),
+            console_socket=io.console_socket, stdin=io.child_fds[0], stdout=io.child_fds[1],
+            stderr=io.child_fds[2])))
         io.started()
         self.init.watch(since)
         self._oom = OOMWatcher.for_pid(self.init.pid, lambda: self.host.publish(ev.TaskOOM(container_id=self.id)))
@@ -389,6 +386,7 @@ class Task:
         self.host.publish(ev.TaskResumed(container_id=self.id))
 
     async def _runc(self, op: str, call):
+        """Awaits a runc call; a RuncError becomes an UNKNOWN ttrpc error naming the operation and task."""
         try:
             return await call
         except RuncError as exc:
@@ -436,10 +434,7 @@ class Task:
                 proc.exit_without_running(1)
         if init.status == CREATED:
             init.exit_without_running(0)
-        try:
-            await self.host.runc.delete(self.id, force=True)
-        except RuncError as exc:
-            raise errors.TtrpcError(errors.Code.UNKNOWN, f"delete task {self.id}: {exc}") from None
+        await self._runc("delete", self.host.runc.delete(self.id, force=True))
         for proc in [init, *self.execs.values()]:
             if proc.io is not None:
                 proc.io.close()

@@ -4,7 +4,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 # Debian packages the project runs on (real components) and builds with.
-DEB_PACKAGES := containerd runc busybox-static e2fsprogs python3-venv python3-dev iproute2 util-linux procps
+DEB_PACKAGES := containerd runc busybox-static e2fsprogs cryptsetup-bin python3-venv python3-dev iproute2 util-linux procps
 PROTO_SRC := $(shell find src/hcsshim/api -name '*.proto' 2>/dev/null)
 
 .PHONY: all setup deb venv test unit integration demo bench proto lint clean
@@ -41,8 +41,13 @@ integration: setup
 demo: setup
 	$(VPY) -m hcsshim.testing.demo
 
+# Every benchmark, each side by side with its anchor; `make bench-shim` etc. run one.
+BENCHES := shim ext4 bridge
 bench: setup
-	$(VPY) bench/run.py
+	@set -e; for b in $(BENCHES); do if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(VPY) bench/$$b.py; fi; done
+
+bench-%: setup
+	$(VPY) bench/$*.py
 
 # Regenerate the checked-in protobuf modules from the .proto files (tests/unit/test_proto_generated.py
 # fails when they are stale).

@@ -51,15 +51,19 @@ def task_status(cd: Containerd, cid: str) -> str:
 
 
 def shim_pids(cd: Containerd) -> list[int]:
-    """Our shim daemons serving this containerd (the daemon keeps the `start` command line)."""
+    """Our shim daemons serving this containerd, by command line: a cold daemon keeps the `start` one, a daemon
+    from the fork server has the title `containerd-shim-runhcs-v1 -namespace NS -id ID -address A`."""
     pids = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+                argv = [a for a in f.read().split(b"\0") if a]
         except OSError:
             continue
-        if any(a.endswith(b"containerd-shim-runhcs-v1") for a in argv) and cd.address.encode() in argv:
+        if len(argv) == 1:
+            argv = argv[0].split(b" ")
+        if (any(a.endswith(b"containerd-shim-runhcs-v1") for a in argv) and cd.address.encode() in argv
+                and b"forkserver" not in argv):
             pids.append(int(entry))
     return pids
 

@@ -75,3 +75,16 @@ def test_invalid_config_json_is_a_start_error_naming_the_file(tmp_path) -> None:
     (tmp_path / "config.json").write_text('{"annotations": {"io.kubernetes.cri.x": ')
     with pytest.raises(manager.StartError, match=r"config\.json: invalid JSON"):
         manager.read_annotations(str(tmp_path))
+
+
+@pytest.mark.parametrize("argv", [
+    ["-namespace", "default", "-address", "/run/c.sock", "-publish-binary", "/usr/bin/containerd", "-id", "t1",
+     "-debug", "start"],
+    ["-namespace", "k8s.io", "-id", "-odd-id", "-bundle", "/b", "delete"],
+    ["-namespace", "n", "-id", "start", "--", "-weird-action", "x"],
+])
+def test_flags_print_back_to_a_command_line_that_parses_to_the_same_flags(argv: list[str]) -> None:
+    """What `start` hands to the fork server must mean the same to the daemon that parses it again."""
+    fl = f.parse(argv)
+    again = f.parse(fl.to_argv())
+    assert {s: getattr(again, s) for s in f.Flags.__slots__} == {s: getattr(fl, s) for s in f.Flags.__slots__}

@@ -68,11 +68,23 @@ def exit_status(wait_status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _set_child_subreaper(on: bool) -> None:
-    import ctypes  # lazily: ctypes costs milliseconds to import and only start()/close() need it
+_libc = None
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+
+def libc() -> object:
+    """The C library through ctypes, loaded on first use (ctypes costs milliseconds to import)."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _set_child_subreaper(on: bool) -> None:
+    import ctypes
+
+    if libc().prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:  # type: ignore[attr-defined]
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER, {int(on)}): {os.strerror(err)}")
 

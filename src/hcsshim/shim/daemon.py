@@ -81,8 +81,12 @@ def setup_logging(bundle: str, flags: Flags) -> int | None:
 
 
 def run(listener: socket.socket, flags: Flags, *, bundle: str, socket_path: str, socket_inode: int,
-        options: bytes) -> int:
-    """Runs the daemon until it is told to stop; returns the exit status."""
+        options: bytes, loop: object = None) -> int:
+    """Runs the daemon until it is told to stop; returns the exit status.
+
+    A cold daemon (forked by `start` itself) imports everything here, then starts this containerd's fork server
+    (see forkserver.py) so that later `start`s get a warm daemon. A daemon from the fork server has it all
+    loaded already and brings the event `loop` it made while it waited."""
     setup_logging(bundle, flags)
     import sys
 
@@ -94,8 +98,14 @@ def run(listener: socket.socket, flags: Flags, *, bundle: str, socket_path: str,
 
     from hcsshim.shim import service  # noqa: F401 - the whole import graph, before the collector returns
 
+    if loop is None:
+        from hcsshim.shim import forkserver
+
+        forkserver.ensure_running(bundle, address=flags.address, inherited=[listener])
     gc.enable()
-    return asyncio.run(_serve(listener, flags, bundle=bundle, socket_path=socket_path, socket_inode=socket_inode))
+    with asyncio.Runner(loop_factory=None if loop is None else lambda: loop) as runner:  # type: ignore[return-value]
+        return runner.run(_serve(listener, flags, bundle=bundle, socket_path=socket_path,
+                                 socket_inode=socket_inode))
 
 
 def remove_socket(path: str, inode: int) -> None:

@@ -61,6 +61,19 @@ class Flags:
         self.action = ""
         self.args: list[str] = []
 
+    def to_argv(self) -> list[str]:
+        """The command line that parses back to these flags."""
+        argv = []
+        for name in STRING_FLAGS:
+            value = getattr(self, name.replace("-", "_"))
+            if value:
+                argv += [f"-{name}", value]
+        if self.debug:
+            argv.append("-debug")
+        if self.action:
+            argv += ["--", self.action, *self.args] if self.action.startswith("-") else [self.action, *self.args]
+        return argv
+
     def require(self, *names: str) -> None:
         missing = [n for n in names if not getattr(self, n.replace("-", "_"))]
         if missing:

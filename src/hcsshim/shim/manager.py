@@ -25,7 +25,7 @@ from hcsshim.shim.flags import Flags, UsageError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~12 ms on the start and delete paths
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
 SOCKET_DIR = "/run/containerd/s"
 TASK_DIR_NAME = "io.containerd.runtime.v2.task"
@@ -109,9 +109,9 @@ def group_id(task_id: str, annotations: dict[str, str]) -> str:
 
 
 def can_connect(path: str) -> bool:
-    import socket
+    import _socket  # the C module: `socket` costs ~11 ms of imports (enum, selectors) on the start path
 
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         s.settimeout(1.0)
         s.connect(path)
@@ -122,12 +122,14 @@ def can_connect(path: str) -> bool:
         s.close()
 
 
-def listen(path: str) -> socket.socket | None:
-    """Binds and listens on path; None when a live shim already serves it (a pod member joining)."""
-    import socket
+def listen(path: str) -> _socket.socket | None:
+    """Binds and listens on path; None when a live shim already serves it (a pod member joining).
+
+    The socket is a `_socket.socket` (see can_connect); the daemon wraps its descriptor in a socket.socket."""
+    import _socket
 
     os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
             sock.bind(path)
@@ -176,8 +178,8 @@ def start(flags: Flags) -> int:
     if sock is not None:
         options = _read_stdin()
         inode = os.stat(path).st_ino
-        pid = os.fork()
-        if pid == 0:  # the daemon
+        pid = _from_forkserver(flags, bundle, options, sock, path, inode) or os.fork()
+        if pid == 0:  # the daemon, cold: this process's imports are all it has
             import gc
 
             gc.disable()  # the daemon's imports make no garbage worth collecting; daemon.run re-enables it
@@ -189,10 +191,12 @@ def start(flags: Flags) -> int:
                     os.dup2(null, fd)
                 os.close(null)
                 _raise_oom_score()
+                import socket
+
                 from hcsshim.shim import daemon
 
-                rc = daemon.run(sock, flags, bundle=bundle, socket_path=path, socket_inode=inode,
-                                options=options)
+                rc = daemon.run(socket.socket(fileno=sock.detach()), flags, bundle=bundle, socket_path=path,
+                                socket_inode=inode, options=options)
             except BaseException:
                 import traceback
 
@@ -204,6 +208,20 @@ def start(flags: Flags) -> int:
     sys.stdout.write(address)
     sys.stdout.flush()
     return 0
+
+
+def _from_forkserver(flags: Flags, bundle: str, options: bytes, sock: _socket.socket, path: str,
+                     inode: int) -> int | None:
+    """A warm daemon from this containerd's fork server (forkserver.py): its pid, or None to fork one here."""
+    if not os.environ.get("TTRPC_ADDRESS"):
+        return None
+    from hcsshim.shim import forkserver
+
+    fs_path = forkserver.socket_path(bundle)
+    if fs_path is None or not os.path.exists(fs_path):
+        return None
+    return forkserver.delegate(fs_path, argv=flags.to_argv(), bundle=bundle, options=options, listener=sock,
+                               listener_path=path, listener_inode=inode)
 
 
 def _raise_oom_score() -> None:
@@ -298,8 +316,10 @@ def main_dispatch(flags: Flags) -> int:
         sock = listen(flags.socket)
         if sock is None:
             raise StartError(f"serve: {flags.socket}: a shim already listens there")
-        return daemon.run(sock, flags, bundle=flags.bundle or os.getcwd(), socket_path=flags.socket,
-                          socket_inode=os.stat(flags.socket).st_ino, options=b"")
+        import socket
+
+        return daemon.run(socket.socket(fileno=sock.detach()), flags, bundle=flags.bundle or os.getcwd(),
+                          socket_path=flags.socket, socket_inode=os.stat(flags.socket).st_ino, options=b"")
     if not flags.action:
         raise UsageError("missing action: start, delete or serve (see -h)")
     raise UsageError(f"unknown action {flags.action!r}: start, delete or serve (see -h)")

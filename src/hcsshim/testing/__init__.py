@@ -1,7 +1,7 @@
 """Test harness shipped with the package: a private containerd, a locally built busybox image, the demo.
 
 Used by `make demo` (`python -m hcsshim.testing.demo`), the integration tests (tests/conftest.py) and the
-benchmark (bench/run.py). Standard library only; never imported by the shim, the library or the guest.
+benchmark (bench/shim.py). Standard library only; never imported by the shim, the library or the guest.
 
 * `Containerd` (containerd.py): a private containerd 1.6 under a work directory, `ctr` bound to it, and a
   `stop()` that leaves nothing behind; `leftovers()` lists what a test failed to clean up.

@@ -85,7 +85,11 @@ def _cmdline(pid: int) -> list[str]:
             raw = f.read()
     except OSError:
         return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    argv = [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    if len(argv) == 1 and " " in argv[0]:
+        # A process title set with setproctitle (the shim's forked daemons and its fork server): one string.
+        argv = argv[0].split(" ")
+    return argv
 
 
 def _pids() -> list[int]:
@@ -538,8 +542,16 @@ class Containerd:
                 return found
             time.sleep(0.05)
 
+    def forkserver_pids(self) -> list[int]:
+        """The shim fork server(s) of this instance (see hcsshim.shim.forkserver): they live as long as
+        containerd does, so they are not leftovers while it runs."""
+        return sorted(pid for pid, argv in self._my_processes().items() if "forkserver" in argv[1:])
+
     def _leftovers_now(self) -> list[str]:
         procs = self._my_processes()
+        if self._proc is not None and self._proc.poll() is None:
+            for pid in self.forkserver_pids():
+                procs.pop(pid, None)
         self._learn_task_ids(procs)
         out = [f"process {pid}: {' '.join(argv)}" for pid, argv in sorted(procs.items())]
         out += [f"runc container {cid} (root {root}, pid {pid}, {status})"
@@ -575,7 +587,14 @@ class Containerd:
         procs = self._my_processes()
         self._learn_task_ids(procs)
         sockets = self._shim_socket_paths(procs)
+        forkservers = self.forkserver_pids()
         self._stop_daemon()
+        # A fork server exits by itself when containerd goes (it holds a connection to containerd).
+        deadline = time.monotonic() + 3
+        while (alive := [p for p in forkservers if _cmdline(p)]) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if alive:
+            problems.append(f"shim fork server(s) {alive} still running after containerd stopped")
         self._delete_bundles(problems)
         procs = self._my_processes()
         self._learn_task_ids(procs)

@@ -1,6 +1,6 @@
 """Benchmark (`make bench`): `ctr run --rm` through our shim against Debian's runc shim, and the shim's RSS.
 
-    .venv/bin/python bench/run.py [--runs N] [--warmup W] [--only-runc] [--record] [--debug]
+    .venv/bin/python bench/shim.py [--runs N] [--warmup W] [--only-runc] [--record] [--debug]
 
 One private containerd with the busybox image imported; then W warm-up and N measured runs of
 `ctr run --rm --runtime R <ref> b<i> true` for each runtime, alternating runtimes run by run so that drift
@@ -127,13 +127,13 @@ def record(text: str, runtimes: list[str], runs: int, warmup: int) -> None:
     new = not RESULTS.exists()
     with open(RESULTS, "a") as f:
         if new:
-            f.write("# Benchmark results (appended by `bench/run.py --record`)\n")
+            f.write("# Benchmark results (appended by `bench/shim.py --record`)\n")
         f.write(entry)
     status(f"appended to {RESULTS}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench/shim.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="measured runs per runtime (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up runs per runtime (default 2)")
     parser.add_argument("--only-runc", action="store_true", help=f"measure {RUNC} alone")

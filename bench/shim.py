@@ -1,10 +1,13 @@
 """Benchmark (`make bench`): `ctr run --rm` through our shim against Debian's runc shim, and the shim's RSS.
 
-    .venv/bin/python bench/shim.py [--runs N] [--warmup W] [--only-runc] [--record] [--debug]
+    .venv/bin/python bench/shim.py [--runs N] [--warmup W] [--cold C] [--only-runc] [--record] [--debug]
 
 One private containerd with the busybox image imported; then W warm-up and N measured runs of
 `ctr run --rm --runtime R <ref> b<i> true` for each runtime, alternating runtimes run by run so that drift
 affects both alike. Each time is the wall time of the whole ctr process (time.perf_counter around it).
+Our measured runs are served by daemons from the fork server (hcsshim.shim.forkserver), which the warm-up
+starts; C more runs of ours, each after stopping the fork server, alternating with runc, give the cold start
+that the first task of a containerd instance pays.
 Reports the medians and the ratio ours/runc, then each shim daemon's resident memory: a detached
 `ctr run -d ... sleep 5`, the daemon found by <bundle>/shim.pid (both shims write it), VmRSS
 and VmHWM read from /proc/<pid>/status, then the task killed and removed.
@@ -30,6 +33,7 @@ from hcsshim.testing.images import DEFAULT_REF, build_busybox_image
 
 OURS = "io.containerd.runhcs.v1"
 RUNC = "io.containerd.runc.v2"
+COLD = f"{OURS} cold (no fork server yet)"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SHORT = {OURS: "runhcs", RUNC: "runc"}
 
@@ -60,6 +64,32 @@ def shim_memory(cd: Containerd, runtime: str) -> tuple[int, int]:
     finally:
         cd.ctr("task", "rm", "-f", cid, check=False)  # --force: SIGKILL, wait for the exit, delete
         cd.ctr("containers", "rm", cid, check=False)
+
+
+def stop_forkserver(cd: Containerd) -> None:
+    """Stops our fork server, so that the next task of ours starts cold (the server kills its spare)."""
+    import signal
+
+    pids = cd.forkserver_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 5
+    while cd.forkserver_pids() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def vm_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def find_shim_daemon(cd: Containerd, cid: str) -> int:
@@ -109,12 +139,15 @@ def table(times: dict[str, list[float]], memory: dict[str, tuple[int, int]]) -> 
             "|---|---:|---:|---:|---:|---:|---:|"]
     for runtime, ts in times.items():
         rss, hwm = memory.get(runtime, (0, 0))
-        rows.append(f"| {runtime} | {len(ts)} | {statistics.median(ts):.3f} | {min(ts):.3f} | {max(ts):.3f} "
-                    f"| {rss / 1024:.1f} | {hwm / 1024:.1f} |")
+        mem = f"| {rss / 1024:.1f} | {hwm / 1024:.1f} |" if runtime in memory else "| | |"
+        rows.append(f"| {runtime} | {len(ts)} | {statistics.median(ts):.3f} | {min(ts):.3f} | {max(ts):.3f} {mem}")
     if OURS in times and RUNC in times:
         ratio = statistics.median(times[OURS]) / statistics.median(times[RUNC])
         rows.append("")
         rows.append(f"Ratio of medians ours/runc: **{ratio:.2f}**")
+    if COLD in times and RUNC in times:
+        ratio = statistics.median(times[COLD]) / statistics.median(times[RUNC])
+        rows.append(f"Cold start (first task of a containerd, before the fork server exists) ours/runc: {ratio:.2f}")
     return "\n".join(rows)
 
 
@@ -136,6 +169,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="bench/shim.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="measured runs per runtime (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up runs per runtime (default 2)")
+    parser.add_argument("--cold", type=int, default=5,
+                        help="extra runs of ours with its fork server stopped first, alternating with runc "
+                             "(default 5): the first task of a containerd instance")
     parser.add_argument("--only-runc", action="store_true", help=f"measure {RUNC} alone")
     parser.add_argument("--record", action="store_true", help=f"append the table to {RESULTS.name}")
     parser.add_argument("--debug", action="store_true", help="run containerd at debug level")
@@ -158,7 +194,15 @@ def main() -> int:
                         times[runtime].append(elapsed)
                 if i == args.warmup - 1:
                     status("warm-up done")
+            if OURS in runtimes and args.cold > 0:
+                status("cold runs")
+                times[COLD] = []
+                for i in range(args.cold):
+                    stop_forkserver(cd)
+                    times[COLD].append(time_run(cd, OURS, f"c{i}-{SHORT[OURS]}"))
+                    times[RUNC].append(time_run(cd, RUNC, f"c{i}-{SHORT[RUNC]}"))
             memory = {r: shim_memory(cd, r) for r in runtimes}
+            forkserver_kib = sum(vm_rss(p) for p in cd.forkserver_pids())
             left = cd.leftovers()
             for line in left:
                 status(f"left behind: {line}")
@@ -171,6 +215,9 @@ def main() -> int:
         finally:
             cd.stop()
     text = table(times, memory)
+    if OURS in runtimes:
+        text += (f"\n\nOur fork server (server and its spare) VmRSS: {forkserver_kib / 1024:.1f} MiB in all, "
+                 "most of it shared copy-on-write with the daemons.")
     print(text)
     if args.record:
         record(text, runtimes, args.runs, args.warmup)

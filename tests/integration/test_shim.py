@@ -203,6 +203,40 @@ def test_events_are_published_once_each_in_order(containerd: Containerd, busybox
     assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], text
 
 
+def test_pod_containers_share_their_sandboxs_shim_until_the_last_task_goes(containerd: Containerd,
+                                                                            busybox_ref: str, new_id) -> None:
+    pod, member = new_id("pod"), new_id("member")
+
+    def annotations(ctype: str) -> list[str]:
+        return ["--annotation", f"io.kubernetes.cri.container-type={ctype}",
+                "--annotation", f"io.kubernetes.cri.sandbox-id={pod}"]
+
+    bundles = Path(containerd.state) / "io.containerd.runtime.v2.task" / "default"
+    containerd.ctr("run", "--runtime", RUNTIME, "-d", *annotations("sandbox"), busybox_ref, pod, "sleep", "1000")
+    try:
+        containerd.ctr("run", "--runtime", RUNTIME, "-d", *annotations("container"), busybox_ref, member,
+                       "sleep", "1000")
+        assert (bundles / member / "address").read_text() == (bundles / pod / "address").read_text()
+        assert len(shim_pids(containerd)) == 1
+        assert task_status(containerd, pod) == task_status(containerd, member) == "RUNNING"
+        out = containerd.ctr("task", "exec", "--exec-id", "e1", member, "echo", "member").stdout
+        assert out == b"member\n"
+        containerd.ctr("task", "kill", "-s", "SIGKILL", member)
+        wait_for(lambda: task_status(containerd, member) == "STOPPED", what=f"{member} stopped")
+        containerd.ctr("task", "delete", member)
+        containerd.ctr("container", "delete", member)
+        # the sandbox's task is still served by the same shim
+        assert task_status(containerd, pod) == "RUNNING" and len(shim_pids(containerd)) == 1
+        containerd.ctr("task", "kill", "-s", "SIGKILL", pod)
+        wait_for(lambda: task_status(containerd, pod) == "STOPPED", what=f"{pod} stopped")
+        containerd.ctr("task", "delete", pod)
+        wait_for(lambda: shim_pids(containerd) == [], what="the pod's shim to exit after its last task")
+    finally:
+        for cid in (member, pod):
+            containerd.ctr("task", "delete", "-f", cid, check=False)
+            containerd.ctr("container", "delete", cid, check=False)
+
+
 # -- scale, crashes --------------------------------------------------------------------------------------
 
 def test_twenty_concurrent_containers_all_succeed_and_leave_nothing(containerd: Containerd, busybox_ref: str,
@@ -231,6 +265,33 @@ def test_kill_9_of_a_shim_is_cleaned_up_by_delete(containerd: Containerd, busybo
         if any(p.name.startswith(cid) for p in fifo_dir.iterdir()):
             shutil.rmtree(fifo_dir)
     assert containerd.leftovers() == []
+
+
+def test_tasks_survive_a_containerd_restart_and_are_served_again(containerd: Containerd, busybox_ref: str,
+                                                                  new_id) -> None:
+    cid = new_id("restart")
+    containerd.ctr("run", "--runtime", RUNTIME, "-d", busybox_ref, cid, "sh", "-c", "sleep 1000; exit 3")
+    try:
+        shims = shim_pids(containerd)
+        containerd.restart()
+        assert shim_pids(containerd) == shims  # the shim outlived containerd
+        assert task_status(containerd, cid) == "RUNNING"
+        out = containerd.ctr("task", "exec", "--exec-id", "e1", cid, "echo", "after restart").stdout
+        assert out == b"after restart\n"
+
+        def kill() -> None:
+            containerd.ctr("task", "kill", "-s", "SIGKILL", cid)
+            wait_for(lambda: task_status(containerd, cid) == "STOPPED", what=f"{cid} stopped")
+
+        topics, text = task_topics(containerd, cid, kill)  # the exit reaches the new containerd
+        assert "/tasks/exit" in topics, text
+        containerd.ctr("task", "delete", cid)
+        wait_for(lambda: shim_pids(containerd) == [], what="the shim to exit")
+        # new tasks start normally (the fork server went with the old containerd; a cold start makes a new one)
+        assert run(containerd, busybox_ref, new_id("after"), "echo", "new").stdout == b"new\n"
+    finally:
+        containerd.ctr("task", "delete", "-f", cid, check=False)
+        containerd.ctr("container", "delete", cid, check=False)
 
 
 # -- bad input -------------------------------------------------------------------------------------------

@@ -340,6 +340,9 @@ class _Server:
                 os.close(r)
                 rc = _spare_main(self, w)
             except BaseException:
+                import traceback
+
+                traceback.print_exc()  # a daemon's stderr is its log FIFO, as for a cold daemon
                 rc = 1
             finally:
                 os._exit(rc)

@@ -306,6 +306,12 @@ class Containerd:
                                       f"after {timeout}s: {last.strip()}\n{self.log_tail()}")
             time.sleep(0.02)
 
+    def restart(self, timeout: float = 20) -> None:
+        """Stop containerd alone (SIGTERM; shims and tasks keep running) and start it again on the same dirs."""
+        self._stop_daemon()
+        self._proc = None
+        self.start(timeout=timeout)
+
     def log_tail(self, lines: int = 40) -> str:
         """The last `lines` lines of containerd.log, without the plugin-loading chatter."""
         try:

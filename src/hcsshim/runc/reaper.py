@@ -68,24 +68,11 @@ def exit_status(wait_status: int) -> int:
     return 128 - code if code < 0 else code
 
 
-_libc = None
-
-
-def libc() -> object:
-    """The C library through ctypes, loaded on first use (ctypes costs milliseconds to import)."""
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
 def _set_child_subreaper(on: bool) -> None:
-    import ctypes
+    from hcsshim.libc import errno, libc
 
-    if libc().prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:  # type: ignore[attr-defined]
-        err = ctypes.get_errno()
+    if libc().prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        err = errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER, {int(on)}): {os.strerror(err)}")
 
 

@@ -254,13 +254,13 @@ def _stale(stamps: dict[str, int]) -> bool:
 
 def _preload() -> None:
     """What a daemon loads lazily, loaded once here so that no daemon pays for it."""
-    import ctypes  # noqa: F401 - the reaper's prctl
+    import ctypes  # noqa: F401 - prctl, mount
     import json  # noqa: F401 - config.json
 
-    from hcsshim.runc import reaper
-    from hcsshim.shim import metrics, mount, oom, service, stdio, task  # noqa: F401
+    from hcsshim import libc, mount  # noqa: F401
+    from hcsshim.shim import metrics, oom, service, stdio, task  # noqa: F401
 
-    reaper.libc()
+    libc.libc()
 
 
 class _Server:
@@ -494,9 +494,9 @@ def _spare_main(server: _Server, took_w: int) -> int:
 
 
 def _parent_death_signal(sig: int) -> None:
-    from hcsshim.runc.reaper import libc
+    from hcsshim.libc import libc
 
-    libc().prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)  # type: ignore[attr-defined]
+    libc().prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
 def _reply_error(conn: socket.socket, message: str) -> None:

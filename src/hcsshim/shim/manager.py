@@ -274,7 +274,7 @@ def delete(flags: Flags) -> int:
                 warnings.append(f"runc delete {flags.id}: {out.stderr.decode(errors='replace').strip()}")
         except (OSError, subprocess.TimeoutExpired) as exc:
             warnings.append(f"runc delete {flags.id}: {exc}")
-    from hcsshim.shim import mount
+    from hcsshim import mount
 
     rootfs = os.path.join(bundle, "rootfs")
     try:

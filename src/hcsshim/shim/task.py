@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from hcsshim import mount as mounts
 from hcsshim.api.containerd.events import task_pb2 as ev
 from hcsshim.api.containerd.task.v2 import shim_pb2 as api
 from hcsshim.api.containerd.types.mount_pb2 import Mount
 from hcsshim.runc import RuncError
-from hcsshim.shim import mount as mounts
 from hcsshim.shim.oom import OOMWatcher
 from hcsshim.shim.stdio import ProcessIO, StdioError, StdioPaths
 from hcsshim.ttrpc import errors

@@ -1,14 +1,19 @@
-"""Mounting containerd's rootfs mounts (mount(2)/umount2(2) through libc) and finding what is mounted.
+"""mount(2)/umount2(2) through libc, with fstab-style options, and finding what is mounted.
 
-containerd 1.6 hands the shim the snapshot as `containerd.types.Mount` values (typically one overlay mount) to
-be mounted at `<bundle>/rootfs`. Overlay option strings longer than a page are shortened the way containerd does
-it: the mount runs from the lowerdirs' common parent with relative paths.
+Standard library only: the shim mounts containerd's rootfs mounts with it, the utility VM its share bind mounts,
+and the guest agent layers and scratch disks. containerd 1.6 hands the shim the snapshot as
+`containerd.types.Mount` values (typically one overlay mount) to be mounted at `<bundle>/rootfs`. Overlay option
+strings longer than a page are shortened the way containerd does it: the mount runs from the lowerdirs' common
+parent with relative paths.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+
+from hcsshim.libc import errno as _errno
+from hcsshim.libc import libc as _lib
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -40,24 +45,6 @@ _PROPAGATION = {"private": MS_PRIVATE, "rprivate": MS_PRIVATE | MS_REC, "slave":
                 "rslave": MS_SLAVE | MS_REC, "shared": MS_SHARED, "rshared": MS_SHARED | MS_REC}
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
-_libc = None
-
-
-def _lib():
-    """libc through ctypes, loaded on first use (ctypes is not free to import on the daemon's start path)."""
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def _errno() -> int:
-    import ctypes
-
-    return ctypes.get_errno()
-
 
 class MountError(OSError):
     """mount(2) or umount2(2) failed; the message names the mount and the target."""
@@ -69,7 +56,7 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
     rc = _lib().mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
                       ctypes.c_ulong(flags), data.encode() if data else None)
     if rc != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise MountError(err, f"mount {fstype or 'bind'} {source} on {target}: {os.strerror(err)}")
 
 

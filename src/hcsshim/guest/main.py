@@ -1,0 +1,168 @@
+"""The `gcs` command: the Linux guest agent. Parses upstream-style flags, sets up logging, dials the host's
+bridge port (re-dialling every 100 ms after a loss) and serves it until the host powers the VM off.
+
+    gcs -v4 [-loglevel debug] [-log-format text|json] [-logfile PATH] [-use-inouterr]
+        [-transport vsock|unix:DIR|mux:DEVICE] [-root /run/gcs] [-share-root DIR] [-cgroup-parent /pods]
+        [-runc runc]
+
+Exit status: 0 after a power-off request (or SIGTERM/SIGINT, or EOF on stdin with -use-inouterr), 2 for bad
+flags, 1 when the agent cannot start. On the way out every container, UVM process and mount is removed.
+When the agent is PID 1 a power-off request powers the machine off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from hcsshim.bridge import BRIDGE_PORT
+
+log = logging.getLogger("hcsshim.guest")
+
+LEVELS = {"trace": logging.DEBUG, "debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+          "warn": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL}
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (time RFC 3339, level, msg, plus the record's extra fields), like logrus."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs * 1000):06d}Z",
+            "level": record.levelname.lower().replace("critical", "fatal"),
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STD_ATTRS:
+                entry[key] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [f"{k}={v}" for k, v in vars(record).items() if k not in _STD_ATTRS]
+        return text + (" " + " ".join(extras) if extras else "")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="gcs", description="Linux guest compute service (the guest end of the "
+                                "hcsshim bridge protocol, version 4).")
+    p.add_argument("-v4", action="store_true", help="serve protocol v4 (accepted for compatibility; always on)")
+    p.add_argument("-loglevel", default="debug", choices=sorted(LEVELS), help="log level (default debug)")
+    p.add_argument("-log-format", dest="log_format", default="text", choices=("text", "json"))
+    p.add_argument("-logfile", default="", help="log to this file instead of stderr")
+    p.add_argument("-use-inouterr", dest="use_inouterr", action="store_true",
+                   help="use stdin/stdout as the bridge (logs on stderr)")
+    p.add_argument("-transport", default="vsock",
+                   help="how to reach the host: vsock (default), unix:DIR, mux:DEVICE, mux:fd=R,W")
+    p.add_argument("-root", default="/run/gcs", help="state directory (default /run/gcs)")
+    p.add_argument("-share-root", dest="share_root", default=None,
+                   help="directory where the VM's shares are mounted (MappedDirectory becomes a bind mount)")
+    p.add_argument("-cgroup-parent", dest="cgroup_parent", default="/pods", help="parent cgroup of containers")
+    p.add_argument("-runc", default="runc", help="the runc binary")
+    return p.parse_args(argv)
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    stream = open(args.logfile, "a", buffering=1) if args.logfile else sys.stderr  # noqa: SIM115
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if args.log_format == "json"
+                         else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[args.loglevel])
+
+
+async def serve(args: argparse.Namespace) -> int:
+    from hcsshim.guest.containers import Guest
+    from hcsshim.guest.server import Connection, Notifier
+    from hcsshim.transport.base import FdConn, open_transport
+
+    transport = open_transport(args.transport, role="guest")
+    start = getattr(transport, "start", None)
+    if start is not None:
+        await start()
+    notifier = Notifier()
+    guest = Guest(args.root, transport, runc_binary=args.runc, cgroup_parent=args.cgroup_parent,
+                  notify=notifier.notify)
+    guest.storage.share_root = args.share_root
+    await guest.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("GCS started", extra={"pid": os.getpid(), "root": guest.root, "transport": args.transport})
+    current: Connection | None = None
+
+    async def bridge_loop() -> None:
+        nonlocal current
+        while not stop.is_set():
+            if args.use_inouterr:
+                conn = FdConn(0, 1, owns_fds=False)
+            else:
+                try:
+                    conn = await transport.dial(BRIDGE_PORT, retries=0)
+                except OSError:
+                    await asyncio.sleep(0.1)
+                    continue
+            log.info("bridge connected")
+            current = Connection(conn, guest, notifier, on_power_off=stop.set)
+            await current.serve()
+            current = None
+            if args.use_inouterr:
+                stop.set()
+
+    runner = asyncio.create_task(bridge_loop(), name="bridge")
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        log.info("GCS shutting down")
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        stopper.cancel()
+        if current is not None:
+            await current.close()
+        await guest.close()
+        await transport.close()
+    if runner.done() and not runner.cancelled() and runner.exception() is not None:
+        raise runner.exception()  # type: ignore[misc]
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args)
+    try:
+        status = asyncio.run(serve(args))
+    except (OSError, ValueError) as e:
+        log.error("gcs: %s", e)
+        return 1
+    if os.getpid() == 1:  # the VM's init: power off (spec 4.4)
+        _power_off()
+    return status
+
+
+def _power_off() -> None:
+    import ctypes
+
+    os.sync()
+    ctypes.CDLL(None, use_errno=True).reboot(0x4321FEDC)  # LINUX_REBOOT_CMD_POWER_OFF
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Guest storage resources (ModifySettings): SCSI disks, VPMem layers, mapped directories and overlay rootfs.
+
+Owns the mounts the agent makes for the host and undoes them on power-off (`close`), newest first:
+
+* ``MappedVirtualDisk`` Add/Remove: the disk at (Controller, Lun) is found in sysfs: the controller index maps
+  to a SCSI host through ``/sys/bus/vmbus/devices/<controller GUID>/host<N>`` (Hyper-V), else to the
+  Controller-th ``virtio_scsi`` host (QEMU); the device is ``/sys/bus/scsi/devices/<N>:0:0:<Lun>/block/<sdX>``
+  (polled for 5 s). Mounted read-only with ``noload`` when ReadOnly; EnsureFilesystem formats a disk that has
+  no such filesystem; BlockDev makes MountPath a symlink to the device instead;
+* ``SCSIDevice`` Remove: ``echo 1 > .../delete`` (hot-unplug before the host detaches the disk);
+* ``VPMemDevice`` Add/Remove: ``/dev/pmem<N>`` mounted ext4 read-only with ``noload``;
+* ``MappedDirectory`` Add/Remove: with a share root (``-share-root``, where the VM's one virtio-9p device
+  is mounted, see the design's Plan9 row) the share ``<root>/<ShareName>`` is bind-mounted at MountPath;
+  otherwise the host's 9p server is dialled on Port and mounted with ``trans=fd`` like the Go GCS;
+* ``CombinedLayers`` Add/Remove: overlayfs, lowerdir = the layers top-most first, upper/work under
+  ScratchPath (read-only without one).
+
+Mounts use mount(2)/umount2(2) through ctypes (standard library; no mount binary needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import glob
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from hcsshim.bridge import E_FAIL, E_INVALIDARG, E_NOTIMPL, HResultError, field
+
+if TYPE_CHECKING:
+    from hcsshim.guest.containers import Guest
+
+log = logging.getLogger(__name__)
+
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
+MNT_DETACH = 2
+SCSI_CONTROLLER_GUIDS = (
+    "df6d0690-79e5-55b6-a5ec-c1e2f77f580a",
+    "0110f83b-de10-5172-a266-78bca56bf50a",
+    "b5d2d8d4-3a75-51bf-945b-3444dc6b8579",
+    "305891a9-b251-5dfe-91a2-c25d9212275b",
+)
+DEVICE_TIMEOUT = 5.0
+
+_libc: ctypes.CDLL | None = None
+
+
+def _c() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    return _libc
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str = "") -> None:
+    if _c().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, ctypes.c_ulong(flags),
+                  data.encode() if data else None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target} ({fstype or 'bind'}, {data or '-'}): {os.strerror(err)}")
+
+
+def umount(target: str, flags: int = 0) -> None:
+    if _c().umount2(target.encode(), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+
+
+def is_mountpoint(path: str) -> bool:
+    path = os.path.abspath(path)
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+class Storage:
+    """The storage half of ModifySettings (see the module docstring); sysfs/dev are overridable for tests."""
+
+    def __init__(self, guest: Guest, *, share_root: str | None = None, sysfs: str = "/sys", dev: str = "/dev") -> None:
+        self.guest = guest
+        self.share_root = share_root
+        self.sysfs = sysfs
+        self.dev = dev
+        self.mounts: list[str] = []  # targets we mounted, oldest first
+
+    async def modify(self, resource: str, request: str, settings: dict[str, Any]) -> None:
+        handler = {
+            ("MappedVirtualDisk", "Add"): self.add_disk, ("MappedVirtualDisk", "Remove"): self.remove_mount,
+            ("SCSIDevice", "Remove"): self.remove_scsi_device,
+            ("VPMemDevice", "Add"): self.add_vpmem, ("VPMemDevice", "Remove"): self.remove_mount,
+            ("MappedDirectory", "Add"): self.add_directory, ("MappedDirectory", "Remove"): self.remove_mount,
+            ("CombinedLayers", "Add"): self.add_layers, ("CombinedLayers", "Remove"): self.remove_layers,
+        }.get((resource, request))
+        if handler is None:
+            raise HResultError(E_NOTIMPL, f"modify {resource}: request type {request!r} is not supported")
+        await handler(settings)
+
+    # --- SCSI ---------------------------------------------------------------------------------------------
+
+    def scsi_host(self, controller: int) -> int:
+        """The SCSI host number of the controller-th controller of the VM."""
+        if controller < len(SCSI_CONTROLLER_GUIDS):
+            found = glob.glob(os.path.join(self.sysfs, "bus/vmbus/devices", SCSI_CONTROLLER_GUIDS[controller],
+                                           "host*"))
+            if found:
+                return int(os.path.basename(found[0])[4:])
+        hosts = []
+        for path in glob.glob(os.path.join(self.sysfs, "class/scsi_host/host*/proc_name")):
+            with contextlib.suppress(OSError), open(path) as f:
+                if f.read().strip() == "virtio_scsi":
+                    hosts.append(int(os.path.basename(os.path.dirname(path))[4:]))
+        hosts.sort()
+        if controller >= len(hosts):
+            raise HResultError(E_FAIL, f"SCSI controller {controller}: not found in {self.sysfs}")
+        return hosts[controller]
+
+    async def scsi_device(self, controller: int, lun: int, partition: int = 0) -> str:
+        """/dev/sdX (or its partition) of the disk at (controller, lun), waiting for it to appear."""
+        host = self.scsi_host(controller)
+        block = os.path.join(self.sysfs, f"bus/scsi/devices/{host}:0:0:{lun}/block")
+        deadline = asyncio.get_running_loop().time() + DEVICE_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError):
+                names = os.listdir(block)
+                if len(names) == 1:
+                    name = names[0]
+                    if partition:
+                        part = f"{name}{partition}"
+                        if not os.path.exists(os.path.join(block, name, part)):
+                            raise FileNotFoundError(part)
+                        name = part
+                    return os.path.join(self.dev, name)
+            if asyncio.get_running_loop().time() > deadline:
+                raise HResultError(E_FAIL, f"SCSI disk {controller}:{lun}: no block device in {block} after "
+                                           f"{DEVICE_TIMEOUT:.0f} s")
+            await asyncio.sleep(0.01)
+
+    async def add_disk(self, s: dict[str, Any]) -> None:
+        target = field(s, "MountPath")
+        if not target:
+            return
+        controller, lun = field(s, "Controller", "uint8"), field(s, "Lun", "uint8")
+        if field(s, "Encrypted", bool):
+            raise HResultError(E_NOTIMPL, f"mount SCSI disk {controller}:{lun}: encrypted disks are not supported")
+        device = await self.scsi_device(controller, lun, field(s, "Partition", "uint64"))
+        if field(s, "BlockDev", bool):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(device, target)
+            return
+        fstype = field(s, "Filesystem") or "ext4"
+        if field(s, "EnsureFilesystem", bool) and not _has_ext_fs(device):
+            status, _, err = await self.guest.reaper.run([f"mkfs.{fstype}", "-q", "-F", device]) \
+                if fstype.startswith("ext") else await self.guest.reaper.run([f"mkfs.{fstype}", "-f", device])
+            if status != 0:
+                raise HResultError(E_FAIL, f"format {device} as {fstype}: {err.decode(errors='replace').strip()}")
+        readonly = field(s, "ReadOnly", bool)
+        options = [o for o in (field(s, "Options", list) or []) if isinstance(o, str) and o not in ("ro", "rw")]
+        if readonly and fstype.startswith("ext"):
+            options.append("noload")
+        self._mount(device, target, fstype, MS_RDONLY if readonly else 0, ",".join(options),
+                    f"mount SCSI disk {controller}:{lun}")
+
+    async def remove_scsi_device(self, s: dict[str, Any]) -> None:
+        controller, lun = field(s, "Controller", "uint8"), field(s, "Lun", "uint8")
+        host = self.scsi_host(controller)
+        path = os.path.join(self.sysfs, f"bus/scsi/devices/{host}:0:0:{lun}/delete")
+        try:
+            with open(path, "w") as f:
+                f.write("1")
+        except OSError as e:
+            raise HResultError(E_FAIL, f"remove SCSI device {controller}:{lun}: {e}") from e
+
+    # --- VPMem --------------------------------------------------------------------------------------------
+
+    async def add_vpmem(self, s: dict[str, Any]) -> None:
+        number = field(s, "DeviceNumber", "uint32")
+        target = field(s, "MountPath")
+        if field(s, "MappingInfo", dict):
+            raise HResultError(E_NOTIMPL, f"mount VPMem device {number}: multi-mapped layers are not supported")
+        if not target:
+            raise HResultError(E_INVALIDARG, f"mount VPMem device {number}: no MountPath")
+        self._mount(os.path.join(self.dev, f"pmem{number}"), target, "ext4", MS_RDONLY, "noload",
+                    f"mount VPMem device {number}")
+
+    # --- mapped directories -------------------------------------------------------------------------------
+
+    async def add_directory(self, s: dict[str, Any]) -> None:
+        target, share = field(s, "MountPath"), field(s, "ShareName")
+        readonly = field(s, "ReadOnly", bool)
+        op = f"map directory {share!r} at {target}"
+        if not target:
+            raise HResultError(E_INVALIDARG, f"{op}: no MountPath")
+        if self.share_root is not None:
+            source = os.path.join(self.share_root, share)
+            if not share or os.path.relpath(source, self.share_root).startswith(".."):
+                raise HResultError(E_INVALIDARG, f"{op}: invalid share name")
+            self._mount(source, target, None, MS_BIND, "", op)
+            if readonly:
+                try:
+                    mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+                except OSError as e:
+                    self._unmount(target)
+                    raise HResultError(E_FAIL, f"{op}: {e}") from e
+            return
+        port = field(s, "Port", "int32") or 564
+        try:
+            conn = await self.guest.transport.dial(port)
+        except OSError as e:
+            raise HResultError(E_FAIL, f"{op}: {e}") from e
+        try:
+            fd = conn.fileno()
+            if fd is None:
+                raise HResultError(E_NOTIMPL, f"{op}: 9p needs a socket transport (or -share-root)")
+            data = f"trans=fd,rfdno={fd},wfdno={fd},msize=65536" + (f",aname={share}" if share else "")
+            self._mount(share or "9p", target, "9p", MS_RDONLY if readonly else 0, data, op)
+        finally:
+            conn.close()  # the kernel keeps its own reference to the socket
+
+    # --- overlay ------------------------------------------------------------------------------------------
+
+    async def add_layers(self, s: dict[str, Any]) -> None:
+        target = field(s, "ContainerRootPath")
+        layers = [field(layer, "Path") for layer in field(s, "Layers", list) or [] if isinstance(layer, dict)]
+        scratch = field(s, "ScratchPath")
+        op = f"combine layers at {target}"
+        if not target or not layers or not all(layers):
+            raise HResultError(E_INVALIDARG, f"{op}: need ContainerRootPath and at least one layer path")
+        for layer in layers:
+            if ":" in layer or "," in layer or not os.path.isdir(layer):
+                raise HResultError(E_INVALIDARG, f"{op}: layer {layer}: not a usable directory")
+        data = "lowerdir=" + ":".join(layers)
+        flags = 0
+        if scratch:
+            upper, work = os.path.join(scratch, "upper"), os.path.join(scratch, "work")
+            os.makedirs(upper, mode=0o755, exist_ok=True)
+            os.makedirs(work, mode=0o755, exist_ok=True)
+            data += f",upperdir={upper},workdir={work}"
+        else:
+            flags = MS_RDONLY
+            if len(layers) == 1:  # overlayfs needs two lower layers without an upper one
+                data += ":" + layers[0]
+        self._mount("overlay", target, "overlay", flags, data, op)
+
+    async def remove_layers(self, s: dict[str, Any]) -> None:
+        await self.remove_mount({"MountPath": field(s, "ContainerRootPath")})
+
+    # --- common -------------------------------------------------------------------------------------------
+
+    def _mount(self, source: str, target: str, fstype: str | None, flags: int, data: str, op: str) -> None:
+        try:
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            mount(source, target, fstype, flags | (MS_BIND if fstype is None else 0), data)
+        except OSError as e:
+            raise HResultError(E_FAIL, f"{op}: {e}") from e
+        self.mounts.append(os.path.abspath(target))
+        log.info("mounted", extra={"target": target, "source": source, "fstype": fstype or "bind"})
+
+    async def remove_mount(self, s: dict[str, Any]) -> None:
+        target = field(s, "MountPath")
+        if not target:
+            return
+        if os.path.islink(target):
+            os.unlink(target)
+            return
+        self._unmount(target)
+
+    def _unmount(self, target: str) -> None:
+        target = os.path.abspath(target)
+        try:
+            umount(target)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point
+                raise HResultError(E_FAIL, f"unmount {target}: {e}") from e
+        with contextlib.suppress(ValueError):
+            self.mounts.remove(target)
+        with contextlib.suppress(OSError):
+            os.rmdir(target)
+
+    async def close(self) -> None:
+        for target in reversed(self.mounts[:]):
+            try:
+                umount(target, MNT_DETACH)
+            except OSError as e:
+                log.warning("unmount at power-off failed", extra={"target": target, "error": str(e)})
+        self.mounts.clear()
+
+
+def _has_ext_fs(device: str) -> bool:
+    try:
+        with open(device, "rb") as f:
+            f.seek(1080)
+            return f.read(2) == b"\x53\xef"
+    except OSError:
+        return False

@@ -1,0 +1,222 @@
+"""ModifySettings in a real agent: the kinds this host can run (overlay rootfs from CombinedLayers with a
+scratch dir, MappedDirectory as a bind from the share root, Network adapters moved into a container's
+namespace with iproute2) and an error result for one it cannot (a VPMem device that is not there)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hcsshim.bridge import VMCOMPUTE_INVALID_JSON, HResultError
+from hcsshim.gcs import GuestConnection
+from hcsshim.testing.gcsagent import GcsAgent
+from hcsshim.testing.rootfs import busybox_rootfs, oci_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
+        pytest.fail("GCS integration tests need root and /bin/busybox (`make setup`)", pytrace=False)
+    return str(busybox_rootfs(tmp_path_factory.mktemp("gcs-modify") / "rootfs"))
+
+
+@pytest.fixture
+def shares(tmp_path: Path) -> Path:
+    d = tmp_path / "shares"
+    (d / "s1").mkdir(parents=True)
+    (d / "s1" / "file").write_text("shared text\n")
+    return d
+
+
+@pytest.fixture
+def agent(tmp_path: Path, shares: Path) -> Iterator[GcsAgent]:
+    a = GcsAgent(tmp_path / "agent", extra_args=("-share-root", str(shares)))
+    a.start()
+    try:
+        yield a
+        a.stop()
+        leftovers = a.leftovers()
+        assert not leftovers, f"the agent left these behind: {leftovers}\n{a.log()[-4000:]}"
+    finally:
+        a.cleanup()
+
+
+def run(agent: GcsAgent, scenario) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> None:
+        gc = await GuestConnection.connect(agent.host_transport(), timeout=10, guest_root=str(agent.root))
+        try:
+            await asyncio.wait_for(scenario(gc), 60)
+            await gc.shutdown()
+            await gc.wait_closed(10)
+        finally:
+            await gc.close()
+
+    try:
+        asyncio.run(main())
+    except BaseException:
+        print(agent.log()[-6000:])
+        raise
+    assert agent.wait() == 0
+
+
+def test_combined_layers_make_an_overlay_rootfs_whose_writes_land_in_the_scratch(agent: GcsAgent, rootfs: str,
+                                                                                 tmp_path: Path) -> None:
+    top = tmp_path / "top"
+    top.mkdir()
+    (top / "hello.txt").write_text("from the top layer\n")
+    bundle = agent.root / "c" / "ov"
+    target, scratch = bundle / "rootfs", bundle / "scratch" / "ov"
+
+    async def scenario(gc: GuestConnection) -> None:
+        await gc.modify("CombinedLayers", "Add", {"ContainerID": "ov", "ContainerRootPath": str(target),
+                                                  "Layers": [{"Path": str(top)}, {"Path": rootfs}],
+                                                  "ScratchPath": str(scratch)})
+        c = await gc.create_container("ov", oci_spec(str(target), ["sh", "-c", "cat /hello.txt; echo new > /written"],
+                                                     readonly=False), scratch=str(scratch))
+        p = await c.start_init()
+        assert await p.communicate() == (b"from the top layer\n", b"")
+        assert await p.wait(10) == 0
+        await c.wait(10)
+        assert (scratch / "upper" / "written").read_text() == "new\n"
+        assert not (Path(rootfs) / "written").exists()
+        await gc.modify("CombinedLayers", "Remove", {"ContainerRootPath": str(target)})
+        await c.delete_state()
+        assert not bundle.exists()
+
+    run(agent, scenario)
+
+
+def test_a_mapped_directory_is_bound_from_the_share_root_read_only(agent: GcsAgent, rootfs: str) -> None:
+    mount_path = agent.root / "mounts" / "m0"
+
+    async def scenario(gc: GuestConnection) -> None:
+        await gc.modify("MappedDirectory", "Add", {"MountPath": str(mount_path), "ShareName": "s1",
+                                                   "Port": 564, "ReadOnly": True})
+        spec = oci_spec(rootfs, ["sh", "-c", "cat /data/file; touch /data/x 2>/dev/null || echo read-only"])
+        spec["mounts"].append({"destination": "/data", "type": "bind", "source": str(mount_path),
+                               "options": ["rbind", "ro"]})
+        c = await gc.create_container("dir", spec)
+        p = await c.start_init()
+        assert await p.communicate() == (b"shared text\nread-only\n", b"")
+        await p.wait(10)
+        await c.wait(10)
+        await c.delete_state()
+        await gc.modify("MappedDirectory", "Remove", {"MountPath": str(mount_path)})
+        assert not mount_path.exists()
+        with pytest.raises(HResultError, match="invalid share name"):
+            await gc.modify("MappedDirectory", "Add", {"MountPath": str(mount_path), "ShareName": "../.."})
+
+    run(agent, scenario)
+
+
+def test_a_network_adapter_is_moved_into_the_containers_namespace_and_configured(agent: GcsAgent,
+                                                                                  rootfs: str) -> None:
+    name = f"hcs{secrets.token_hex(3)}"
+    subprocess.run(["ip", "link", "add", f"{name}a", "type", "veth", "peer", "name", f"{name}b"], check=True)
+    try:
+        mac = Path(f"/sys/class/net/{name}a/address").read_text().strip()
+        namespace = "5F0B4E3C-1111-4222-8333-944455556666"
+
+        async def scenario(gc: GuestConnection) -> None:
+            await gc.modify("Network", "Add", {
+                "NamespaceID": namespace, "ID": "0f1e2d3c-0000-4000-8000-000000000001",
+                "MacAddress": mac.upper().replace(":", "-"), "DNSSuffix": "example.test,corp.test",
+                "DNSServerList": "10.123.0.1", "IPConfigs": [{"IPAddress": "10.123.0.2", "PrefixLength": 24}],
+                "Routes": [{"NextHop": "10.123.0.1", "DestinationPrefix": "0.0.0.0/0", "Metric": 5}]})
+            spec = oci_spec(rootfs, ["sh", "-c", "ip -4 addr show; ip route; cat /etc/resolv.conf"],
+                            network_namespace=namespace.lower())
+            c = await gc.create_container("net", spec)
+            p = await c.start_init()
+            out, err = await p.communicate()
+            assert await p.wait(10) == 0, err
+            text = out.decode()
+            assert f"{name}a" in text and "10.123.0.2/24" in text
+            assert "default via 10.123.0.1" in text
+            assert "search example.test corp.test" in text and "nameserver 10.123.0.1" in text
+            assert not Path(f"/sys/class/net/{name}a").exists()  # moved out of the agent's namespace
+            await c.wait(10)
+            await c.delete_state()
+            await gc.modify("Network", "Remove", {"NamespaceID": namespace,
+                                                  "ID": "0f1e2d3c-0000-4000-8000-000000000001"})
+            await gc.modify("Network", "Remove", {"NamespaceID": "unknown-namespace"})  # a no-op
+
+        run(agent, scenario)
+    finally:
+        subprocess.run(["ip", "link", "del", f"{name}b"], capture_output=True)
+
+
+def test_resources_that_are_not_there_get_error_results_and_the_agent_keeps_serving(agent: GcsAgent) -> None:
+    async def scenario(gc: GuestConnection) -> None:
+        with pytest.raises(HResultError, match="pmem7"):
+            await gc.modify("VPMemDevice", "Add", {"DeviceNumber": 7, "MountPath": str(agent.root / "p7")})
+        with pytest.raises(HResultError, match="SCSI controller 0"):
+            await gc.modify("MappedVirtualDisk", "Add", {"MountPath": str(agent.root / "m0"), "Lun": 1})
+        with pytest.raises(HResultError, match="not supported"):
+            await gc.modify("VPCIDevice", "Add", {"VMBusGUID": "x"})
+        with pytest.raises(HResultError) as e:
+            await gc.modify("CombinedLayers", "Add", {"ContainerRootPath": 5})
+        assert e.value.hresult == VMCOMPUTE_INVALID_JSON
+        assert await gc.properties([]) == {}
+
+    run(agent, scenario)
+
+
+def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_path: Path) -> None:
+    """The SCSI part of sysfs does not exist on this host, so that tree is laid out by hand; the disk (a loop
+    device), mkfs and the mounts are real."""
+    from types import SimpleNamespace
+
+    from hcsshim.guest.storage import Storage, is_mountpoint
+    from hcsshim.runc import PidfdWaiter
+
+    image = tmp_path / "disk.img"
+    with open(image, "wb") as f:
+        f.truncate(8 << 20)
+    loop = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+    if loop.returncode != 0:
+        pytest.fail(f"losetup failed: {loop.stderr.strip()}", pytrace=False)
+    device = loop.stdout.strip()
+    sysfs, dev = tmp_path / "sys", tmp_path / "dev"
+    (sysfs / "class/scsi_host/host0").mkdir(parents=True)
+    (sysfs / "class/scsi_host/host0/proc_name").write_text("ata_piix\n")
+    (sysfs / "class/scsi_host/host2").mkdir(parents=True)
+    (sysfs / "class/scsi_host/host2/proc_name").write_text("virtio_scsi\n")
+    (sysfs / "bus/scsi/devices/2:0:0:3/block/sdz").mkdir(parents=True)
+    dev.mkdir()
+    (dev / "sdz").symlink_to(device)
+    storage = Storage(SimpleNamespace(reaper=PidfdWaiter(), transport=None), sysfs=str(sysfs),  # type: ignore[arg-type]
+                      dev=str(dev))
+    rw, ro = tmp_path / "mnt" / "rw", tmp_path / "mnt" / "ro"
+
+    async def scenario() -> None:
+        assert storage.scsi_host(0) == 2
+        await storage.modify("MappedVirtualDisk", "Add", {"MountPath": str(rw), "Lun": 3, "EnsureFilesystem": True,
+                                                          "Filesystem": "ext4"})
+        (rw / "f").write_text("on the disk\n")
+        await storage.modify("MappedVirtualDisk", "Remove", {"MountPath": str(rw), "Lun": 3})
+        assert not rw.exists()
+        await storage.modify("MappedVirtualDisk", "Add", {"MountPath": str(ro), "Lun": 3, "ReadOnly": True,
+                                                          "Options": ["ro"]})
+        assert (ro / "f").read_text() == "on the disk\n"
+        with pytest.raises(OSError):
+            (ro / "g").write_text("x")
+        (sysfs / "bus/scsi/devices/2:0:0:3/delete").write_text("")
+        await storage.modify("SCSIDevice", "Remove", {"Controller": 0, "Lun": 3})  # hot-unplug request
+        assert (sysfs / "bus/scsi/devices/2:0:0:3/delete").read_text() == "1"
+        await storage.close()  # power-off path: unmounts what is left
+        assert not is_mountpoint(str(ro))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        for target in (rw, ro):
+            subprocess.run(["umount", str(target)], capture_output=True)
+        subprocess.run(["losetup", "-d", device], capture_output=True)

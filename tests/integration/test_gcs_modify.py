@@ -190,6 +190,7 @@ def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_pa
     (sysfs / "class/scsi_host/host2").mkdir(parents=True)
     (sysfs / "class/scsi_host/host2/proc_name").write_text("virtio_scsi\n")
     (sysfs / "bus/scsi/devices/2:0:0:3/block/sdz").mkdir(parents=True)
+    (sysfs / "bus/scsi/devices/2:0:0:3/block/sdz/size").write_text("65536\n")  # sectors: the disk is read in
     dev.mkdir()
     (dev / "sdz").symlink_to(device)
     storage = Storage(SimpleNamespace(reaper=PidfdWaiter(), transport=None), sysfs=str(sysfs),  # type: ignore[arg-type]

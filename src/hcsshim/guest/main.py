@@ -2,8 +2,11 @@
 bridge port (re-dialling every 100 ms after a loss) and serves it until the host powers the VM off.
 
     gcs -v4 [-loglevel debug] [-log-format text|json] [-logfile PATH] [-use-inouterr]
-        [-transport vsock|unix:DIR|mux:DEVICE] [-root /run/gcs] [-share-root DIR] [-cgroup-parent /pods]
-        [-runc runc]
+        [-transport vsock|unix:DIR|mux:DEVICE] [-root /run/gcs] [-share-root DIR [-share-tag TAG]]
+        [-cgroup-parent /pods] [-runc runc]
+
+With -share-tag the agent first mounts the VM's virtio-9p device TAG (one device exporting every share, see
+hcsshim.uvm.qemu) at the share root.
 
 Exit status: 0 after a power-off request (or SIGTERM/SIGINT, or EOF on stdin with -use-inouterr), 2 for bad
 flags, 1 when the agent cannot start. On the way out every container, UVM process and mount is removed.
@@ -71,9 +74,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-root", default="/run/gcs", help="state directory (default /run/gcs)")
     p.add_argument("-share-root", dest="share_root", default=None,
                    help="directory where the VM's shares are mounted (MappedDirectory becomes a bind mount)")
+    p.add_argument("-share-tag", dest="share_tag", default=None,
+                   help="mount this virtio-9p tag at the share root first (the utility VM's share device)")
     p.add_argument("-cgroup-parent", dest="cgroup_parent", default="/pods", help="parent cgroup of containers")
     p.add_argument("-runc", default="runc", help="the runc binary")
     return p.parse_args(argv)
+
+
+def mount_share_root(share_root: str | None, tag: str) -> None:
+    """The utility VM's one 9p device (every share is a directory in it) at the share root."""
+    from hcsshim import mount
+
+    if not share_root:
+        raise SystemExit("gcs: -share-tag needs -share-root")
+    os.makedirs(share_root, exist_ok=True)
+    if os.path.ismount(share_root):
+        return
+    mount.mount("9p", tag, ["trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"], share_root)
 
 
 def setup_logging(args: argparse.Namespace) -> None:
@@ -99,6 +116,8 @@ async def serve(args: argparse.Namespace) -> int:
     guest = Guest(args.root, transport, runc_binary=args.runc, cgroup_parent=args.cgroup_parent,
                   notify=notifier.notify)
     guest.storage.share_root = args.share_root
+    if args.share_tag:
+        mount_share_root(args.share_root, args.share_tag)
     await guest.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -134,7 +134,12 @@ class Storage:
                         if not os.path.exists(os.path.join(block, name, part)):
                             raise FileNotFoundError(part)
                         name = part
-                    return os.path.join(self.dev, name)
+                    # The block device shows in sysfs before the disk is read in: wait for its size and node.
+                    with open(os.path.join(block, names[0], "size")) as f:
+                        ready = int(f.read().strip() or 0) > 0
+                    dev = os.path.join(self.dev, name)
+                    if ready and os.path.exists(dev):
+                        return dev
             if asyncio.get_running_loop().time() > deadline:
                 raise HResultError(E_FAIL, f"SCSI disk {controller}:{lun}: no block device in {block} after "
                                            f"{DEVICE_TIMEOUT:.0f} s")

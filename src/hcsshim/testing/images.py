@@ -195,6 +195,11 @@ def image_digest(tar: Path) -> str:
     return str(index["manifests"][0]["digest"])
 
 
+def busybox_layer_tar(*, busybox: str = "/bin/busybox") -> bytes:
+    """The busybox image's one layer as an uncompressed tar (e.g. for tar2ext4)."""
+    return _layer_tar(_tree(busybox))
+
+
 def busybox_rootfs(dest: Path, *, busybox: str = "/bin/busybox") -> Path:
     """Lay out the busybox image tree as a directory at `dest` (created if missing); return `dest`.
 

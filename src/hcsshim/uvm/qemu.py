@@ -1,0 +1,156 @@
+"""The utility VM's QEMU: its options, the guest kernel command line, and the QEMU command line built from them.
+
+Pure functions of the options and the run directory, so that the mapping from hcsshim's VM document to QEMU
+is testable without starting anything (see ../shared/design.md's table):
+
+| hcsshim (HCS schema2 VirtualMachine)       | QEMU here                                                       |
+|--------------------------------------------|-----------------------------------------------------------------|
+| LinuxKernelDirect kernel/initrd/cmdline    | -kernel (vmlinux, PVH entry: no decompression) -initrd -append  |
+| rootfs.vhd on SCSI 0:0, root=/dev/sda      | the same vhd as scsi-hd LUN 0 at boot, read-only                |
+| SCSI controller, 64 LUNs, hot-add          | virtio-scsi-pci `scsi0`; scsi-hd hot-added over QMP             |
+| Plan9 shares over hvsock 564               | one virtio-9p device exporting `shares/` (tag hcsshim-shares)   |
+| GCS bridge on hvsock 0x40000000            | virtserialport `uvm.bridge`, port-multiplexed (hcsshim.transport) |
+| log port 109 (GCS stderr)                  | virtserialport `uvm.log`                                        |
+| entropy on port 1                          | virtio-rng                                                      |
+| synthetic NIC hot-add                      | virtio-net-pci on a pre-made pcie-root-port, netdev tap         |
+| StopOnReset + panic=-1                     | -no-reboot + panic=-1: a dead guest ends QEMU                   |
+| COM1 console pipe                          | ttyS0 into `console.log` in the run dir                         |
+
+QEMU connects, as a client, to the host's unix sockets (qmp, bridge, log), which the VM object creates
+before QEMU starts: the host listens, the guest dials, as with hvsock.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+SHARES_TAG = "hcsshim-shares"
+SHARES_GUEST_ROOT = "/run/shares"  # where the GCS mounts the share device; a share is a directory in it
+BRIDGE_PORT = "uvm.bridge"
+LOG_PORT = "uvm.log"
+ROOT_PORTS = 4  # pcie-root-ports made at boot for hot-added network adapters
+SCSI_LUNS = 64
+
+
+@dataclass
+class UVMOptions:
+    """What a utility VM is made of (upstream's OptionsLCOW, the parts that mean something on QEMU)."""
+
+    id: str
+    boot_files_path: str
+    root_fs_type: str = "initrd"  # "initrd" or "vhd" (rootfs.vhd as a read-only SCSI disk, root=/dev/sda)
+    memory_mb: int = 1024
+    cpus: int = 2
+    kernel_args: str = ""  # extra tokens before `--`
+    accel: str | None = None  # "kvm", "tcg" or None: probe (hcsshim.uvm.accel)
+    console: bool = True  # the serial console into <run dir>/console.log
+    gcs_log_level: str = "info"
+    # The command init starts (upstream: vsockexec -e 109 /bin/gcs ...); None: the GCS on the bridge port.
+    init_command: list[str] | None = None
+    forward_stdout: bool = False  # the child's stdout to the log port too (uvmboot --fwd-stdout)
+    forward_stderr: bool = True
+    run_root: str = "/run/hcsshim/uvm"
+    extra_qemu_args: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not self.id or "/" in self.id or self.id in (".", ".."):
+            raise ValueError(f"invalid utility VM id {self.id!r}")
+        if self.root_fs_type not in ("initrd", "vhd"):
+            raise ValueError(f"uvm {self.id}: root fs type {self.root_fs_type!r} is not initrd or vhd")
+        if self.memory_mb < 64:
+            raise ValueError(f"uvm {self.id}: {self.memory_mb} MB of memory is too little (at least 64)")
+        if not 1 <= self.cpus <= 64:
+            raise ValueError(f"uvm {self.id}: {self.cpus} processors is out of range 1..64")
+        if self.accel not in (None, "kvm", "tcg"):
+            raise ValueError(f"uvm {self.id}: accelerator {self.accel!r} is not kvm or tcg")
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    kernel: str
+    initrd: str | None
+    rootfs_vhd: str | None
+
+
+def find_boot_files(opts: UVMOptions) -> BootFiles:
+    """The kernel (vmlinux preferred, as upstream's KernelDirect) and the root of `opts`; FileNotFoundError."""
+    d = opts.boot_files_path
+    if not os.path.isdir(d):
+        raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no such directory")
+    kernel = next((os.path.join(d, k) for k in ("vmlinux", "kernel") if os.path.isfile(os.path.join(d, k))), None)
+    if kernel is None:
+        raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no kernel (vmlinux or kernel)")
+    initrd = os.path.join(d, "initrd.img")
+    vhd = os.path.join(d, "rootfs.vhd")
+    if not os.path.isfile(initrd):
+        raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no initrd.img")
+    if opts.root_fs_type == "vhd" and not os.path.isfile(vhd):
+        raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no rootfs.vhd for root fs type vhd")
+    # The initrd also boots the vhd root: Debian's kernel has its storage drivers as modules, which the initrd's
+    # init loads before it mounts /dev/sda.
+    return BootFiles(kernel, initrd, vhd if opts.root_fs_type == "vhd" else None)
+
+
+def init_command(opts: UVMOptions) -> list[str]:
+    """argv for the guest's /init after the kernel's `--`: init's own options, then the child."""
+    child = opts.init_command or ["/bin/gcs", "-v4", "-log-format", "json", "-loglevel", opts.gcs_log_level,
+                                  "-transport", f"mux:/dev/virtio-ports/{BRIDGE_PORT}",
+                                  "-share-root", SHARES_GUEST_ROOT, "-share-tag", SHARES_TAG]
+    init_opts: list[str] = []
+    if opts.forward_stderr:
+        init_opts += ["-e", LOG_PORT]
+    if opts.forward_stdout:
+        init_opts += ["-o", LOG_PORT]
+    return [*init_opts, *child]
+
+
+def kernel_cmdline(opts: UVMOptions, boot: BootFiles) -> str:
+    """The guest kernel command line (spec §1.4, adapted to QEMU: no pci=off, no hv_sock blacklist)."""
+    tokens = ["panic=-1", f"nr_cpus={opts.cpus}", "brd.rd_nr=0", "pmtmr=0",
+              # boot-time savers under TCG: no delay-loop calibration or timer checks to emulate
+              "tsc=reliable", "no_timer_check", "mitigations=off", "quiet"]
+    if opts.console:
+        tokens += ["console=ttyS0", "8250_core.nr_uarts=1"]
+    else:
+        tokens += ["8250_core.nr_uarts=0"]
+    if boot.rootfs_vhd is not None:
+        tokens += ["root=/dev/sda", "ro", "rootwait"]
+    if opts.kernel_args:
+        tokens += opts.kernel_args.split()
+    return " ".join([*tokens, "--", *init_command(opts)])
+
+
+def qemu_argv(qemu: str, opts: UVMOptions, boot: BootFiles, run_dir: str, accel: str) -> list[str]:
+    """QEMU's command line for `opts`, with its sockets and files in `run_dir`."""
+
+    def p(name: str) -> str:
+        return os.path.join(run_dir, name)
+
+    argv = [qemu, "-name", f"hcsshim-uvm-{opts.id}", "-machine", f"q35,accel={accel}",
+            "-m", str(opts.memory_mb), "-smp", str(opts.cpus), "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot"]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    argv += ["-kernel", boot.kernel, "-append", kernel_cmdline(opts, boot)]
+    if boot.initrd:
+        argv += ["-initrd", boot.initrd]
+    argv += ["-chardev", f"socket,id=qmp,path={p('qmp.sock')}", "-mon", "chardev=qmp,mode=control"]
+    if opts.console:
+        argv += ["-chardev", f"file,id=con,path={p('console.log')}", "-serial", "chardev:con"]
+    argv += ["-device", "virtio-serial-pci,id=vser0,max_ports=8",
+             "-chardev", f"socket,id=bridge,path={p('bridge.sock')}",
+             "-device", f"virtserialport,bus=vser0.0,chardev=bridge,name={BRIDGE_PORT}",
+             "-chardev", f"socket,id=log,path={p('log.sock')}",
+             "-device", f"virtserialport,bus=vser0.0,chardev=log,name={LOG_PORT}",
+             "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
+             "-device", "virtio-scsi-pci,id=scsi0",
+             "-fsdev", f"local,id=shares,path={p('shares')},security_model=passthrough",
+             "-device", f"virtio-9p-pci,fsdev=shares,mount_tag={SHARES_TAG}"]
+    if boot.rootfs_vhd is not None:
+        argv += ["-blockdev", f"driver=file,node-name=rootfs-file,filename={boot.rootfs_vhd},read-only=on",
+                 "-blockdev", "driver=raw,node-name=rootfs,file=rootfs-file,read-only=on",
+                 "-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=rootfs,id=lun0,serial=rootfs"]
+    for i in range(ROOT_PORTS):
+        argv += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},slot={i + 1}"]
+    return [*argv, *opts.extra_qemu_args]

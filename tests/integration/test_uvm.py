@@ -1,0 +1,273 @@
+"""Linux utility VMs on real QEMU (TCG here: KVM guests hang on this machine) booted from `make all`'s files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hcsshim.uvm import State, UtilityVM, UVMError, UVMOptions
+
+RUN_ROOT = "/run/hcsshim/uvm-test"
+
+
+def options(boot_files: Path, name: str, **kw) -> UVMOptions:
+    return UVMOptions(id=f"{name}-{os.getpid()}", boot_files_path=str(boot_files), memory_mb=512, cpus=1,
+                      run_root=RUN_ROOT, **kw)
+
+
+def qemu_processes() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "hcsshim-uvm-"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.fixture
+def no_vm_left():
+    yield
+    assert qemu_processes() == [], "a QEMU of ours is still running"
+    leftover = os.listdir(RUN_ROOT) if os.path.isdir(RUN_ROOT) else []
+    assert leftover == [], f"run dirs left behind: {leftover}"
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 300))
+
+
+def test_a_vm_boots_from_the_initrd_and_its_gcs_negotiates(boot_files: Path, no_vm_left) -> None:
+    async def body() -> None:
+        vm = await UtilityVM.create(options(boot_files, "initrd"))
+        try:
+            await vm.start()
+            assert vm.state is State.RUNNING and vm.gcs is not None
+            proc = await vm.gcs.exec_in_uvm(["cat", "/proc/cmdline"])
+            out, _ = await proc.communicate()
+            assert await proc.wait() == 0
+            assert b"panic=-1" in out and b"/bin/gcs" in out
+        finally:
+            await vm.close()
+        assert vm.state is State.CLOSED and not vm.unexpected
+
+    run(body())
+
+
+def test_uvmboot_exec_prints_the_guest_kernel_release(boot_files: Path, no_vm_left) -> None:
+    release = (boot_files / "info" / "kernel.version").read_text().strip() if (
+        boot_files / "info" / "kernel.version").exists() else None
+    out = subprocess.run([sys.executable, "-m", "hcsshim.cmd.uvmboot", "--memory", "512", "--cpus", "1",
+                          "--measure", "lcow", "--boot-files-path", str(boot_files), "--exec", "uname -r",
+                          "--fwd-stdout"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    printed = out.stdout.strip()
+    assert printed.endswith("-amd64"), out.stdout
+    if release:
+        assert release in printed
+    assert "booted in" in out.stderr
+
+
+def test_uvmboot_exits_with_the_commands_status(boot_files: Path, no_vm_left) -> None:
+    out = subprocess.run([sys.executable, "-m", "hcsshim.cmd.uvmboot", "--memory", "512", "--cpus", "1", "lcow",
+                          "--boot-files-path", str(boot_files), "--exec", "sh -c 'exit 3'"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, out.stderr
+
+
+def test_a_shared_host_directory_and_a_scsi_disk_are_visible_in_the_guest(boot_files: Path, tmp_path: Path,
+                                                                         no_vm_left) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "hello.txt").write_text("from the host\n")
+    disk = tmp_path / "disk.ext4"
+    subprocess.run(["truncate", "-s", "16M", str(disk)], check=True)
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "on-disk.txt").write_text("from the disk\n")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(disk)], check=True)
+
+    async def body() -> None:
+        vm = await UtilityVM.create(options(boot_files, "devices"))
+        try:
+            await vm.start()
+            assert vm.gcs is not None
+            s = await vm.add_share(str(share), read_only=True)
+            await vm.gcs.modify("MappedDirectory", "Add", {"MountPath": "/run/host-share", "ShareName": s.name,
+                                                           "Port": 564, "ReadOnly": True})
+            d = await vm.add_scsi(str(disk), read_only=True)
+            await vm.gcs.modify("MappedVirtualDisk", "Add", {"MountPath": "/run/mounts/scsi/m1", "Controller": 0,
+                                                             "Lun": d.lun, "ReadOnly": True})
+            proc = await vm.gcs.exec_in_uvm(["cat", "/run/host-share/hello.txt", "/run/mounts/scsi/m1/on-disk.txt"])
+            out, err = await proc.communicate()
+            assert await proc.wait() == 0, err
+            assert out == b"from the host\nfrom the disk\n"
+            # a second user of the same disk shares the LUN
+            again = await vm.add_scsi(str(disk), read_only=True)
+            assert again is d and d.refs == 2
+            await vm.gcs.modify("MappedVirtualDisk", "Remove", {"MountPath": "/run/mounts/scsi/m1",
+                                                                "Controller": 0, "Lun": d.lun})
+            await vm.remove_scsi(again)
+            await vm.remove_scsi(d)
+            assert vm.scsi_disks == []
+        finally:
+            await vm.close()
+
+    run(body())
+
+
+def test_kill_9_of_qemu_is_an_unexpected_exit_and_leaves_nothing(boot_files: Path, no_vm_left) -> None:
+    async def body() -> None:
+        vm = await UtilityVM.create(options(boot_files, "killed"))
+        try:
+            await vm.start()
+            assert vm.qemu is not None
+            proc = await vm.gcs.exec_in_uvm(["sleep", "1000"])
+            os.kill(vm.qemu.pid, signal.SIGKILL)
+            status = await asyncio.wait_for(vm.wait(), 30)
+            assert status == 137 and vm.unexpected and vm.state is State.STOPPED
+            with pytest.raises((ConnectionError, OSError)):
+                await asyncio.wait_for(proc.wait(), 30)
+        finally:
+            await vm.close()
+
+    run(body())
+
+
+def test_two_vms_run_at_once(boot_files: Path, no_vm_left) -> None:
+    async def body() -> None:
+        vms = [await UtilityVM.create(options(boot_files, f"pair{i}")) for i in range(2)]
+        try:
+            await asyncio.gather(*(vm.start() for vm in vms))
+            outs = []
+            for vm in vms:
+                proc = await vm.gcs.exec_in_uvm(["cat", "/proc/sys/kernel/random/boot_id"])
+                out, _ = await proc.communicate()
+                outs.append(out)
+            assert outs[0] != outs[1] and all(outs)
+        finally:
+            await asyncio.gather(*(vm.close() for vm in vms))
+
+    run(body())
+
+
+def test_missing_kernel_is_a_clear_error_at_once(tmp_path: Path, no_vm_left) -> None:
+    (tmp_path / "initrd.img").write_bytes(b"")
+    with pytest.raises(UVMError, match=r"no kernel \(vmlinux or kernel\)"):
+        run(UtilityVM.create(options(tmp_path, "nokernel")))
+
+
+def test_a_corrupt_initrd_fails_the_start_within_a_bounded_time(boot_files: Path, tmp_path: Path,
+                                                                no_vm_left) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    os.symlink(boot_files / "vmlinux", bad / "vmlinux")
+    (bad / "initrd.img").write_bytes(os.urandom(4096))
+
+    async def body() -> None:
+        vm = await UtilityVM.create(options(bad, "corrupt"))
+        t = time.monotonic()
+        try:
+            with pytest.raises(UVMError, match=r"stopped .* before its GCS connected"):
+                await vm.start(gcs_timeout=120)
+            assert time.monotonic() - t < 90
+        finally:
+            await vm.close()
+
+    run(body())
+
+
+def _layer(files: dict[str, bytes], *, base: bytes = b"") -> bytes:
+    """A layer tar: the members of `base` (a tar) followed by `files`."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        if base:
+            with tarfile.open(fileobj=io.BytesIO(base)) as src:
+                for member in src.getmembers():
+                    tf.addfile(member, src.extractfile(member) if member.isfile() else None)
+        for name, data in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), 0o644, 1_700_000_000
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _tar2ext4(tar: bytes, out: Path) -> Path:
+    src = out.with_suffix(".tar")
+    src.write_bytes(tar)
+    subprocess.run([sys.executable, "-m", "hcsshim.cmd.tar2ext4", "-overlay", "-vhd", "-i", str(src),
+                    "-o", str(out)], check=True, capture_output=True, timeout=120)
+    return out
+
+
+def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_and_a_share(
+        boot_files: Path, tmp_path: Path, no_vm_left) -> None:
+    """The hypervisor-isolated container path: layers as ext4 images (tar2ext4 -overlay) attached read-only,
+    a scratch disk the guest formats, CombinedLayers, Create, init, exec, and a host share bind-mounted in."""
+    from hcsshim.testing.images import busybox_layer_tar
+    from hcsshim.testing.rootfs import oci_spec
+
+    base = _tar2ext4(_layer({"etc/lower-only.txt": b"lower\n", "etc/hidden.txt": b"must be hidden\n"},
+                            base=busybox_layer_tar()), tmp_path / "base.vhd")
+    upper = _tar2ext4(_layer({"upper.txt": b"from the upper layer\n", "etc/.wh.hidden.txt": b""}),
+                      tmp_path / "upper.vhd")
+    scratch = tmp_path / "scratch.img"
+    with open(scratch, "wb") as f:
+        f.truncate(64 << 20)
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "note.txt").write_text("shared\n")
+    cid = "c1"
+    root = f"/run/gcs/c/{cid}"
+
+    async def body() -> None:
+        vm = await UtilityVM.create(options(boot_files, "ctr"))
+        try:
+            await vm.start()
+            gc = vm.gcs
+            assert gc is not None
+            paths = []
+            for i, layer in enumerate((upper, base)):  # top-most first
+                d = await vm.add_scsi(str(layer), read_only=True)
+                path = f"/run/mounts/scsi/m{i}"
+                await gc.modify("MappedVirtualDisk", "Add", {"MountPath": path, "Controller": 0, "Lun": d.lun,
+                                                             "ReadOnly": True})
+                paths.append(path)
+            sd = await vm.add_scsi(str(scratch), read_only=False)
+            await gc.modify("MappedVirtualDisk", "Add", {"MountPath": root, "Controller": 0, "Lun": sd.lun,
+                                                         "ReadOnly": False, "EnsureFilesystem": True,
+                                                         "Filesystem": "ext4"})
+            await gc.modify("CombinedLayers", "Add", {"ContainerId": cid, "ContainerRootPath": f"{root}/rootfs",
+                                                      "Layers": [{"Path": p} for p in paths],
+                                                      "ScratchPath": f"{root}/scratch/{cid}"})
+            s = await vm.add_share(str(share), read_only=True)
+            await gc.modify("MappedDirectory", "Add", {"MountPath": f"{root}/mounts/m0", "ShareName": s.name,
+                                                       "Port": 564, "ReadOnly": True})
+            spec = oci_spec(f"{root}/rootfs", ["sh", "-c", "cat /upper.txt /etc/lower-only.txt /mnt/share/note.txt;"
+                                               " test -e /etc/hidden.txt && echo VISIBLE; sleep 1000"])
+            spec["mounts"].append({"destination": "/mnt/share", "type": "bind", "source": f"{root}/mounts/m0",
+                                   "options": ["rbind", "ro"]})
+            container = await gc.create_container(cid, spec)
+            init = await container.start_init()
+            first = await asyncio.wait_for(init.stdout.recv_exactly(len(b"from the upper layer\nlower\nshared\n")),
+                                           60)
+            assert first == b"from the upper layer\nlower\nshared\n"
+            proc = await container.exec({"args": ["sh", "-c", "ls /etc/hidden.txt 2>&1; echo exec-ok"]})
+            out, _ = await proc.communicate()
+            assert await proc.wait() == 0
+            assert b"No such file" in out and out.endswith(b"exec-ok\n")
+            await container.terminate()
+            rest, err = await init.communicate()
+            assert b"VISIBLE" not in rest, err
+            assert await init.wait(timeout=60) == 137
+            await container.wait(timeout=60)
+            await container.delete_state()
+        finally:
+            await vm.close()
+
+    run(body())

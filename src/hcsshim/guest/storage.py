@@ -247,8 +247,15 @@ class Storage:
             data += f",upperdir={upper},workdir={work}"
         else:
             flags = MS_RDONLY
-            if len(layers) == 1:  # overlayfs needs two lower layers without an upper one
-                data += ":" + layers[0]
+            if len(layers) == 1:
+                # overlayfs wants two lower layers without an upper one (the same one twice is a loop to it):
+                # one read-only layer is a read-only bind mount of it
+                self._mount(layers[0], target, None, MS_BIND, "", op)
+                try:
+                    mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+                except OSError as e:
+                    raise HResultError(E_FAIL, f"{op}: read-only: {e}") from e
+                return
         self._mount("overlay", target, "overlay", flags, data, op)
 
     async def remove_layers(self, s: dict[str, Any]) -> None:

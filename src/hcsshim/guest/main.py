@@ -15,7 +15,6 @@ When the agent is PID 1 a power-off request powers the machine off.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,6 +26,7 @@ import time
 from typing import Any
 
 from hcsshim.bridge import BRIDGE_PORT
+from hcsshim.goflag import FlagSet
 
 log = logging.getLogger("hcsshim.guest")
 
@@ -60,25 +60,33 @@ class TextFormatter(logging.Formatter):
         return text + (" " + " ".join(extras) if extras else "")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="gcs", description="Linux guest compute service (the guest end of the "
-                                "hcsshim bridge protocol, version 4).")
-    p.add_argument("-v4", action="store_true", help="serve protocol v4 (accepted for compatibility; always on)")
-    p.add_argument("-loglevel", default="debug", choices=sorted(LEVELS), help="log level (default debug)")
-    p.add_argument("-log-format", dest="log_format", default="text", choices=("text", "json"))
-    p.add_argument("-logfile", default="", help="log to this file instead of stderr")
-    p.add_argument("-use-inouterr", dest="use_inouterr", action="store_true",
-                   help="use stdin/stdout as the bridge (logs on stderr)")
-    p.add_argument("-transport", default="vsock",
-                   help="how to reach the host: vsock (default), unix:DIR, mux:DEVICE, mux:fd=R,W")
-    p.add_argument("-root", default="/run/gcs", help="state directory (default /run/gcs)")
-    p.add_argument("-share-root", dest="share_root", default=None,
-                   help="directory where the VM's shares are mounted (MappedDirectory becomes a bind mount)")
-    p.add_argument("-share-tag", dest="share_tag", default=None,
-                   help="mount this virtio-9p tag at the share root first (the utility VM's share device)")
-    p.add_argument("-cgroup-parent", dest="cgroup_parent", default="/pods", help="parent cgroup of containers")
-    p.add_argument("-runc", default="runc", help="the runc binary")
-    return p.parse_args(argv)
+def flag_set() -> FlagSet:
+    fs = FlagSet("gcs", "Linux guest compute service (the guest end of the hcsshim bridge protocol, version 4).",
+                 "gcs [flags]")
+    fs.bool("v4", "serve protocol v4 (accepted for compatibility; always on)")
+    fs.string("loglevel", "debug", "log level", choices=tuple(sorted(LEVELS)))
+    fs.string("log-format", "text", "log format", choices=("text", "json"))
+    fs.string("logfile", "", "log to this file instead of stderr")
+    fs.bool("use-inouterr", "use stdin/stdout as the bridge (logs on stderr)")
+    fs.string("transport", "vsock", "how to reach the host: vsock, unix:DIR, mux:DEVICE, mux:fd=R,W")
+    fs.string("root", "/run/gcs", "state directory")
+    fs.string("share-root", None, "directory where the VM's shares are mounted (MappedDirectory becomes a bind "
+              "mount)")
+    fs.string("share-tag", None, "mount this virtio-9p tag at the share root first (the utility VM's share "
+              "device)")
+    fs.string("cgroup-parent", "/pods", "parent cgroup of containers")
+    fs.string("runc", "runc", "the runc binary")
+    return fs
+
+
+def parse_args(argv: list[str] | None) -> Any:
+    """The flags, Go style (upstream's gcs uses Go's flag package); exits 0 for -h, 2 for a bad command line."""
+    fs = flag_set()
+    args, rest = fs.parse_or_exit(argv)
+    if rest:
+        sys.stderr.write(f"gcs: unexpected argument {rest[0]!r}\n{fs.usage()}")
+        raise SystemExit(2)
+    return args
 
 
 def mount_share_root(share_root: str | None, tag: str) -> None:
@@ -93,7 +101,7 @@ def mount_share_root(share_root: str | None, tag: str) -> None:
     mount.mount("9p", tag, ["trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"], share_root)
 
 
-def setup_logging(args: argparse.Namespace) -> None:
+def setup_logging(args: Any) -> None:
     stream = open(args.logfile, "a", buffering=1) if args.logfile else sys.stderr  # noqa: SIM115
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if args.log_format == "json"
@@ -103,7 +111,7 @@ def setup_logging(args: argparse.Namespace) -> None:
     root.setLevel(LEVELS[args.loglevel])
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: Any) -> int:
     from hcsshim.guest.containers import Guest
     from hcsshim.guest.server import Connection, Notifier
     from hcsshim.transport.base import FdConn, open_transport

@@ -1,4 +1,4 @@
-"""Command-line flags of containerd-shim-runhcs-v1, parsed the way Go's `flag` package does.
+"""Command-line flags of containerd-shim-runhcs-v1, parsed the way Go's `flag` package does (hcsshim.goflag).
 
 containerd calls the shim as `<shim> -namespace NS -address A -publish-binary B -id ID [-bundle D] [-debug]
 ACTION`. Go's parser accepts `-flag value`, `--flag value`, `-flag=value` and bare boolean flags, and stops at the
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import sys
+
+from hcsshim.goflag import FlagError, FlagSet, HelpRequested
 
 USAGE = """\
 Usage: containerd-shim-runhcs-v1 [flags] ACTION
@@ -35,7 +37,6 @@ Flags:
 """
 
 STRING_FLAGS = ("namespace", "address", "publish-binary", "id", "bundle", "socket")
-BOOL_FLAGS = ("debug", "v", "h", "help")
 
 
 class UsageError(Exception):
@@ -81,50 +82,31 @@ class Flags:
                              + ", ".join("-" + m for m in missing))
 
 
-def _parse_bool(name: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise UsageError(f"invalid boolean value {value!r} for flag -{name}")
+def _flag_set() -> FlagSet:
+    fs = FlagSet("containerd-shim-runhcs-v1")
+    for name in STRING_FLAGS:
+        fs.string(name)
+    fs.bool("debug")
+    fs.bool("v")
+    return fs
 
 
 def parse(argv: list[str]) -> Flags:
     """Parses argv (without the program name)."""
+    try:
+        values, rest = _flag_set().parse(argv)
+    except FlagError as exc:
+        raise UsageError(str(exc)) from None
+    except HelpRequested:
+        flags = Flags()
+        flags.help = True
+        return flags
     flags = Flags()
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("-") or arg == "-":
-            break
-        name = arg.lstrip("-")
-        value: str | None = None
-        if "=" in name:
-            name, value = name.split("=", 1)
+    for name in STRING_FLAGS:
         attr = name.replace("-", "_")
-        if name in STRING_FLAGS:
-            if value is None:
-                i += 1
-                if i >= len(argv):
-                    raise UsageError(f"flag needs an argument: -{name}")
-                value = argv[i]
-            setattr(flags, attr, value)
-        elif name in BOOL_FLAGS:
-            on = True if value is None else _parse_bool(name, value)
-            if name in ("h", "help"):
-                flags.help = on
-            elif name == "v":
-                flags.version = on
-            else:
-                flags.debug = on
-        else:
-            raise UsageError(f"flag provided but not defined: -{name}")
-        i += 1
-    rest = argv[i:]
+        setattr(flags, attr, getattr(values, attr))
+    flags.debug = values.debug
+    flags.version = values.v
     if rest:
         flags.action, flags.args = rest[0], rest[1:]
     return flags

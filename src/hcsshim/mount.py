@@ -50,14 +50,26 @@ class MountError(OSError):
     """mount(2) or umount2(2) failed; the message names the mount and the target."""
 
 
-def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None:
+def mount_raw(source: str, target: str, fstype: str | None, flags: int = 0, data: str = "") -> None:
+    """mount(2) as it is: MS_* flags and the file system's data string; MountError names all of it."""
     import ctypes
 
     rc = _lib().mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
                       ctypes.c_ulong(flags), data.encode() if data else None)
     if rc != 0:
         err = _errno()
-        raise MountError(err, f"mount {fstype or 'bind'} {source} on {target}: {os.strerror(err)}")
+        raise MountError(err, f"mount {source} on {target} ({fstype or 'bind'}, {data or '-'}): "
+                              f"{os.strerror(err)}")
+
+
+def umount_raw(target: str, flags: int = 0) -> None:
+    """umount2(2) as it is (MNT_DETACH etc.); MountError on any failure."""
+    if _lib().umount2(target.encode(), flags) != 0:
+        err = _errno()
+        raise MountError(err, f"unmount {target}: {os.strerror(err)}")
+
+
+_mount = mount_raw
 
 
 def parse_options(options: Iterable[str]) -> tuple[int, int, str]:

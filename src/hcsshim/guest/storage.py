@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import glob
 import logging
@@ -31,6 +29,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from hcsshim.bridge import E_FAIL, E_INVALIDARG, E_NOTIMPL, HResultError, field
+from hcsshim.mount import mount_raw, umount_raw
 
 if TYPE_CHECKING:
     from hcsshim.guest.containers import Guest
@@ -49,27 +48,9 @@ SCSI_CONTROLLER_GUIDS = (
 )
 DEVICE_TIMEOUT = 5.0
 
-_libc: ctypes.CDLL | None = None
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    return _libc
-
-
-def mount(source: str, target: str, fstype: str | None, flags: int = 0, data: str = "") -> None:
-    if _c().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, ctypes.c_ulong(flags),
-                  data.encode() if data else None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"mount {source} on {target} ({fstype or 'bind'}, {data or '-'}): {os.strerror(err)}")
-
-
-def umount(target: str, flags: int = 0) -> None:
-    if _c().umount2(target.encode(), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"umount {target}: {os.strerror(err)}")
+# mount(2)/umount2(2) as they are (hcsshim.mount: stdlib only, shipped in the guest).
+mount = mount_raw
+umount = umount_raw
 
 
 def is_mountpoint(path: str) -> bool:

@@ -53,7 +53,6 @@ from hcsshim.bridge import (
     VMCOMPUTE_INVALID_JSON,
     VMCOMPUTE_INVALID_STATE,
     VMCOMPUTE_SYSTEM_ALREADY_EXISTS,
-    VMCOMPUTE_SYSTEM_ALREADY_STOPPED,
     VMCOMPUTE_SYSTEM_NOT_FOUND,
     VMCOMPUTE_TIMEOUT,
     HResultError,
@@ -62,8 +61,9 @@ from hcsshim.bridge import (
     json_string,
     uint32,
 )
-from hcsshim.guest import stdio
+from hcsshim.guest import runcinfo, stdio
 from hcsshim.guest.process import Process, TaskSet
+from hcsshim.mount import mounted_under
 from hcsshim.runc import Reaper, Runc, RuncError
 from hcsshim.transport.base import Conn, Transport
 
@@ -72,22 +72,6 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[\w+\-.]+$")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_STACKS = 60000  # DumpStacks text, so the whole response stays under the host's 64 KiB limit
-
-
-def runc_hresult(e: RuncError) -> int:
-    """runc's failure as the Go GCS reports it (spec 8.2)."""
-    text = e.reason
-    if "does not exist" in text:
-        return VMCOMPUTE_SYSTEM_NOT_FOUND
-    if "invalid id" in text:
-        return E_INVALIDARG
-    if "not running" in text:
-        return VMCOMPUTE_SYSTEM_ALREADY_STOPPED
-    if "not stopped" in text or "running" in text:
-        return VMCOMPUTE_INVALID_STATE
-    if "exists" in text:
-        return VMCOMPUTE_SYSTEM_ALREADY_EXISTS
-    return E_FAIL
 
 
 class Container:
@@ -137,7 +121,7 @@ class Guest:
         self.containers: dict[str, Container] = {}
         self.uvm_processes: dict[int, Process] = {}
         self.tasks = TaskSet()
-        self.no_pivot = _root_is_ramfs()
+        self.no_pivot = runcinfo.root_is_ramfs()
         from hcsshim.guest.network import Networks
         from hcsshim.guest.storage import Storage
 
@@ -164,7 +148,7 @@ class Guest:
         await self.storage.close()
         await self.tasks.close()
         self.reaper.close()
-        _remove_cgroup_parent(self.cgroup_parent)
+        runcinfo.remove_cgroup_parent(self.cgroup_parent)
 
     async def _destroy(self, c: Container) -> None:
         with contextlib.suppress(RuncError):
@@ -272,7 +256,7 @@ class Guest:
             except RuncError as e:
                 if master_task is not None:
                     master_task.cancel()
-                raise HResultError(runc_hresult(e), f"{op}: {e}") from e
+                raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
             if pipes is not None:
                 pipes.close_child()
             init = Process(pid, self.reaper.watch(pid, since=since), "init", c)
@@ -379,7 +363,7 @@ class Guest:
         try:
             await self.runc.start(c.id)
         except RuncError as e:
-            raise HResultError(runc_hresult(e), f"{op}: {e}") from e
+            raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
         if c.state == "created":
             c.state = "running"
         return init.pid
@@ -415,7 +399,7 @@ class Guest:
                     stdin=pipes.child[0] if pipes else None, stdout=pipes.child[1] if pipes else None,
                     stderr=pipes.child[2] if pipes else None)
             except RuncError as e:
-                raise HResultError(runc_hresult(e), f"{op}: {e}") from e
+                raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(pid_file)
@@ -573,7 +557,7 @@ class Guest:
             await self.runc.kill(cid, signal.SIGKILL if forced else signal.SIGTERM)
         except RuncError as e:
             if c.init.state == "running":
-                raise HResultError(runc_hresult(e), f"{op}: {e}") from e
+                raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
         return {}
 
     async def properties(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -592,9 +576,9 @@ class Guest:
                 pids = await self.runc.ps(cid) if c.state in ("created", "running") else []
                 props["ProcessList"] = [{"ProcessId": uint32(p)} for p in pids]
             if "Statistics" in types:
-                props["LCOWMetrics"] = _metrics(await self.runc.stats(cid))
+                props["LCOWMetrics"] = runcinfo.metrics(await self.runc.stats(cid))
         except RuncError as e:
-            raise HResultError(runc_hresult(e), f"get properties of container {cid}: {e}") from e
+            raise HResultError(runcinfo.runc_hresult(e), f"get properties of container {cid}: {e}") from e
         return {"Properties": json_string(props)}
 
     async def delete_state(self, cid: str) -> dict[str, Any]:
@@ -606,7 +590,7 @@ class Guest:
         try:
             await self.runc.delete(cid, force=True)
         except RuncError as e:
-            error = HResultError(runc_hresult(e), f"delete container state {cid}: {e}")
+            error = HResultError(runcinfo.runc_hresult(e), f"delete container state {cid}: {e}")
         self._remove_files(c)
         self.containers.pop(cid, None)
         c.state = "removed"
@@ -619,11 +603,11 @@ class Guest:
         failed Create a bundle the host made, keep everything but the files we wrote."""
         if c.state_dir:
             shutil.rmtree(c.state_dir, ignore_errors=True)
-        if c.scratch and os.path.isdir(c.scratch) and not failed_create and not _has_mount_under(c.scratch):
+        if c.scratch and os.path.isdir(c.scratch) and not failed_create and not mounted_under(c.scratch):
             shutil.rmtree(c.scratch, ignore_errors=True)
         if not c.bundle:
             return
-        if (c.made_bundle or not failed_create) and not _has_mount_under(c.bundle):
+        if (c.made_bundle or not failed_create) and not mounted_under(c.bundle):
             shutil.rmtree(c.bundle, ignore_errors=True)  # like the Go GCS: the host released the storage first
         else:
             for name in ("config.json", "hostname", "hosts", "resolv.conf"):
@@ -650,72 +634,3 @@ def _or_devnull(fd: int | None) -> int:
     return DEVNULL if fd is None else fd
 
 
-def _metrics(stats: dict[str, Any]) -> dict[str, Any]:
-    """runc's stats (`runc events --stats`) in containerd's cgroup1 metrics JSON (snake_case keys)."""
-    cpu = stats.get("cpu") or {}
-    usage = cpu.get("usage") or {}
-    throttling = cpu.get("throttling") or {}
-    memory = stats.get("memory") or {}
-    raw = memory.get("raw") or {}
-
-    def entry(d: dict[str, Any] | None) -> dict[str, int]:
-        d = d or {}
-        return {"usage": d.get("usage", 0), "max": d.get("max", 0), "failcnt": d.get("failcnt", 0),
-                "limit": d.get("limit", 0)}
-
-    pids = stats.get("pids") or {}
-    return {
-        "pids": {"current": pids.get("current", 0), "limit": pids.get("limit", 0)},
-        "cpu": {"usage": {"total": usage.get("total", 0), "kernel": usage.get("kernel", 0),
-                          "user": usage.get("user", 0), "per_cpu": usage.get("percpu", [])},
-                "throttling": {"periods": throttling.get("periods", 0),
-                               "throttled_periods": throttling.get("throttledPeriods", 0),
-                               "throttled_time": throttling.get("throttledTime", 0)}},
-        "memory": {"cache": memory.get("cache", 0), "rss": raw.get("rss", 0),
-                   "mapped_file": raw.get("mapped_file", 0), "pg_fault": raw.get("pgfault", 0),
-                   "pg_maj_fault": raw.get("pgmajfault", 0), "usage": entry(memory.get("usage")),
-                   "swap": entry(memory.get("swap")), "kernel": entry(memory.get("kernel"))},
-    }
-
-
-def _root_is_ramfs() -> bool:
-    """Whether / is an initramfs (rootfs/ramfs/tmpfs), where runc cannot pivot_root (spec 8.2)."""
-    fstype = ""
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[1] == "/":
-                    fstype = parts[2]
-    except OSError:
-        return False
-    return fstype in ("rootfs", "ramfs", "tmpfs")
-
-
-def _has_mount_under(path: str) -> bool:
-    prefix = path.rstrip("/") + "/"
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                target = line.split()[1]
-                if target == path or target.startswith(prefix):
-                    return True
-    except OSError:
-        pass
-    return False
-
-
-def _remove_cgroup_parent(parent: str) -> None:
-    """Best effort: remove the (now empty) parent cgroup runc created for our containers."""
-    base = "/sys/fs/cgroup"
-    rel = parent.strip("/")
-    if not rel:
-        return
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return
-    for name in [*names, ""]:
-        path = os.path.join(base, name, rel)
-        with contextlib.suppress(OSError):
-            os.rmdir(path)

@@ -9,6 +9,11 @@ PROTO_SRC := $(shell find src/hcsshim/api -name '*.proto' 2>/dev/null)
 
 .PHONY: all setup deb venv test unit integration demo bench proto lint clean
 
+# The guest boot files (upstream's `make all`): BASE=rootfs.tar[.gz]|.cpio[.gz], default: Debian packages.
+BASE ?=
+all: setup
+	$(VPY) -m hcsshim.cmd.bootfiles build $(if $(BASE),--base $(BASE)) --out out
+
 setup: deb venv
 
 # Install only what is missing: a second run costs one dpkg-query.

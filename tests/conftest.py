@@ -115,20 +115,12 @@ def new_id() -> Callable[[str], str]:
     return make
 
 
-BOOT_CACHE = Path(os.environ.get("HCSSHIM_TEST_CACHE", "/var/cache/hcsshim-test"))
-
-
 @pytest.fixture(scope="session")
-def boot_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`make all`'s output (default Debian base), built once per session from this checkout's guest code.
-
-    Downloaded .debs are kept in $HCSSHIM_TEST_CACHE/debs (default /var/cache/hcsshim-test) across sessions;
+def boot_files() -> Path:
+    """`make all`'s output (default Debian base) for this checkout's guest code, built once per source digest
+    and cached in $HCSSHIM_TEST_CACHE (default /var/cache/hcsshim-test, see hcsshim.testing.bootfiles);
     $HCSSHIM_TEST_BOOT_FILES names a prebuilt output to use instead."""
-    from hcsshim.boot.bootfiles import build
+    from hcsshim.testing.bootfiles import default_bootfiles
 
-    prebuilt = os.environ.get("HCSSHIM_TEST_BOOT_FILES")  # a `make all` output to reuse while iterating
-    if prebuilt:
-        return Path(prebuilt)
-    out = tmp_path_factory.mktemp("bootfiles")
-    build(None, out, BOOT_CACHE / "debs")
-    return out
+    prebuilt = os.environ.get("HCSSHIM_TEST_BOOT_FILES")
+    return Path(prebuilt) if prebuilt else default_bootfiles()

@@ -122,11 +122,25 @@ class Guest:
         self.uvm_processes: dict[int, Process] = {}
         self.tasks = TaskSet()
         self.no_pivot = runcinfo.root_is_ramfs()
+        self.modules_ready: str | None = None  # see kernel_modules()
         from hcsshim.guest.network import Networks
         from hcsshim.guest.storage import Storage
 
         self.storage = Storage(self)
         self.networks = Networks(self)
+
+    async def kernel_modules(self, timeout: float = 120.0) -> None:
+        """Waits until init has loaded the kernel modules it loads in the background (-modules-ready FILE):
+        9p, networking and pmem are among them. A no-op when no such file was named (not in a utility VM)."""
+        marker = self.modules_ready
+        if not marker or os.path.exists(marker):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not os.path.exists(marker):
+            if loop.time() > deadline:
+                raise HResultError(E_FAIL, f"kernel modules: {marker} did not appear within {timeout:.0f} s")
+            await asyncio.sleep(0.05)
 
     async def start(self) -> None:
         for d in ("", "c", "runc", "gcsrunc"):

@@ -3,10 +3,10 @@ bridge port (re-dialling every 100 ms after a loss) and serves it until the host
 
     gcs -v4 [-loglevel debug] [-log-format text|json] [-logfile PATH] [-use-inouterr]
         [-transport vsock|unix:DIR|mux:DEVICE] [-root /run/gcs] [-share-root DIR [-share-tag TAG]]
-        [-cgroup-parent /pods] [-runc runc]
+        [-modules-ready FILE] [-cgroup-parent /pods] [-runc runc]
 
-With -share-tag the agent first mounts the VM's virtio-9p device TAG (one device exporting every share, see
-hcsshim.uvm.qemu) at the share root.
+With -share-tag the first MappedDirectory mounts the VM's virtio-9p device TAG (one device exporting every
+share, see hcsshim.uvm.qemu) at the share root.
 
 Exit status: 0 after a power-off request (or SIGTERM/SIGINT, or EOF on stdin with -use-inouterr), 2 for bad
 flags, 1 when the agent cannot start. On the way out every container, UVM process and mount is removed.
@@ -74,6 +74,8 @@ def flag_set() -> FlagSet:
               "mount)")
     fs.string("share-tag", None, "mount this virtio-9p tag at the share root first (the utility VM's share "
               "device)")
+    fs.string("modules-ready", None, "a file init creates once it has loaded the kernel modules it loads in the "
+              "background; requests that need them (9p, network, pmem) wait for it")
     fs.string("cgroup-parent", "/pods", "parent cgroup of containers")
     fs.string("runc", "runc", "the runc binary")
     return fs
@@ -87,18 +89,6 @@ def parse_args(argv: list[str] | None) -> Any:
         sys.stderr.write(f"gcs: unexpected argument {rest[0]!r}\n{fs.usage()}")
         raise SystemExit(2)
     return args
-
-
-def mount_share_root(share_root: str | None, tag: str) -> None:
-    """The utility VM's one 9p device (every share is a directory in it) at the share root."""
-    from hcsshim import mount
-
-    if not share_root:
-        raise SystemExit("gcs: -share-tag needs -share-root")
-    os.makedirs(share_root, exist_ok=True)
-    if os.path.ismount(share_root):
-        return
-    mount.mount("9p", tag, ["trans=virtio", "version=9p2000.L", "msize=262144", "cache=none"], share_root)
 
 
 def setup_logging(args: Any) -> None:
@@ -124,8 +114,10 @@ async def serve(args: Any) -> int:
     guest = Guest(args.root, transport, runc_binary=args.runc, cgroup_parent=args.cgroup_parent,
                   notify=notifier.notify)
     guest.storage.share_root = args.share_root
-    if args.share_tag:
-        mount_share_root(args.share_root, args.share_tag)
+    if args.share_tag and not args.share_root:
+        raise ValueError("-share-tag needs -share-root")
+    guest.storage.share_tag = args.share_tag
+    guest.modules_ready = args.modules_ready
     await guest.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -76,6 +76,7 @@ class Networks:
     async def add(self, ns_id: str, settings: dict[str, Any]) -> None:
         if not ns_id:
             raise HResultError(E_INVALIDARG, "add network adapter: no NamespaceID")
+        await self.guest.kernel_modules()  # virtio-net, veth, bridge load in the background at boot
         adapter = Adapter(settings, self.interface(settings))
         ns = self.namespaces.setdefault(ns_id, Namespace(ns_id))
         ns.adapters.append(adapter)

@@ -65,6 +65,7 @@ class Storage:
     def __init__(self, guest: Guest, *, share_root: str | None = None, sysfs: str = "/sys", dev: str = "/dev") -> None:
         self.guest = guest
         self.share_root = share_root
+        self.share_tag: str | None = None  # the VM's 9p device, mounted at share_root on first use
         self.sysfs = sysfs
         self.dev = dev
         self.mounts: list[str] = []  # targets we mounted, oldest first
@@ -164,6 +165,7 @@ class Storage:
     # --- VPMem --------------------------------------------------------------------------------------------
 
     async def add_vpmem(self, s: dict[str, Any]) -> None:
+        await self.guest.kernel_modules()
         number = field(s, "DeviceNumber", "uint32")
         target = field(s, "MountPath")
         if field(s, "MappingInfo", dict):
@@ -175,6 +177,18 @@ class Storage:
 
     # --- mapped directories -------------------------------------------------------------------------------
 
+    async def _share_root_mounted(self, op: str) -> None:
+        """With a share tag, the VM's 9p device at the share root (the first MappedDirectory mounts it)."""
+        assert self.share_root is not None
+        if not self.share_tag or os.path.ismount(self.share_root):
+            return
+        await self.guest.kernel_modules()  # 9p loads in the background while the agent starts
+        try:
+            os.makedirs(self.share_root, exist_ok=True)
+            mount(self.share_tag, self.share_root, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144,cache=none")
+        except OSError as e:
+            raise HResultError(E_FAIL, f"{op}: mount the share device {self.share_tag}: {e}") from e
+
     async def add_directory(self, s: dict[str, Any]) -> None:
         target, share = field(s, "MountPath"), field(s, "ShareName")
         readonly = field(s, "ReadOnly", bool)
@@ -182,6 +196,7 @@ class Storage:
         if not target:
             raise HResultError(E_INVALIDARG, f"{op}: no MountPath")
         if self.share_root is not None:
+            await self._share_root_mounted(op)
             source = os.path.join(self.share_root, share)
             if not share or os.path.relpath(source, self.share_root).startswith(".."):
                 raise HResultError(E_INVALIDARG, f"{op}: invalid share name")

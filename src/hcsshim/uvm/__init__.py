@@ -5,6 +5,6 @@ line and the guest kernel's; `accel.py` decides between KVM and TCG.
 """
 
 from hcsshim.uvm.qemu import UVMOptions
-from hcsshim.uvm.vm import ScsiDisk, Share, State, UtilityVM, UVMError
+from hcsshim.uvm.vm import NetworkAdapter, ScsiDisk, Share, State, UtilityVM, UVMError
 
-__all__ = ["ScsiDisk", "Share", "State", "UVMError", "UVMOptions", "UtilityVM"]
+__all__ = ["NetworkAdapter", "ScsiDisk", "Share", "State", "UVMError", "UVMOptions", "UtilityVM"]

@@ -18,8 +18,9 @@ idempotent and is what callers put in their `finally`; it also terminates a runn
 
 Host-side resources with reference counts, as upstream's SCSI and Plan9 managers: SCSI disks by (host path,
 read-only) get LUNs 1..63 of controller 0 (LUN 0 is the vhd root's when it boots from rootfs.vhd); shares by
-(host path, read-only) become bind mounts under the 9p-exported `shares/`, named by a counter. Adding is the
-host half of hcsshim's two-step modify; the guest half (mount) is the GCS's, through hcsshim.gcs.
+(host path, read-only) become bind mounts under the 9p-exported `shares/`, named by a counter. Network
+adapters (virtio-net on a host tap device) take one of the pcie-root-ports made at boot. Adding is the host
+half of hcsshim's two-step modify; the guest half (mount, configure) is the GCS's, through hcsshim.gcs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from hcsshim import mount
 from hcsshim.uvm import accel as accel_mod
-from hcsshim.uvm.qemu import SCSI_LUNS, BootFiles, UVMOptions, find_boot_files, qemu_argv
+from hcsshim.uvm.qemu import ROOT_PORTS, SCSI_LUNS, BootFiles, UVMOptions, find_boot_files, qemu_argv
 
 if TYPE_CHECKING:
     from qemu.qmp import QMPClient
@@ -81,6 +82,21 @@ class ScsiDisk:
 
 
 @dataclass
+class NetworkAdapter:
+    tap: str  # the host's tap device (made by the caller, e.g. hcsshim.hcn)
+    mac: str
+    slot: int  # the pcie-root-port it is plugged into
+
+    @property
+    def device(self) -> str:
+        return f"nic{self.slot}"
+
+    @property
+    def netdev(self) -> str:
+        return f"net{self.slot}"
+
+
+@dataclass
 class Share:
     host_path: str
     read_only: bool
@@ -113,6 +129,7 @@ class UtilityVM:
         self._scsi: dict[tuple[str, bool], ScsiDisk] = {}
         self._shares: dict[tuple[str, bool], Share] = {}
         self._share_counter = 0
+        self._nics: dict[str, NetworkAdapter] = {}  # by tap name
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -373,6 +390,7 @@ class UtilityVM:
                 problems.append(str(exc))
         self._shares.clear()
         self._scsi.clear()
+        self._nics.clear()
         try:
             leftover = mount.mounted_under(self.run_dir)
             for m in sorted(leftover, reverse=True):
@@ -528,6 +546,62 @@ class UtilityVM:
     @property
     def shares(self) -> list[Share]:
         return list(self._shares.values())
+
+    # -- network adapters ---------------------------------------------------------------------------------------
+
+    async def add_network_adapter(self, tap: str, *, mac: str | None = None) -> NetworkAdapter:
+        """Hot-plugs a virtio-net adapter on the host tap device `tap` (upstream: an HNS endpoint's NIC); the
+        guest finds it by `mac` (default: a locally administered address derived from the VM and the slot)."""
+        self._check("add network adapter", State.RUNNING)
+        async with self._lock:
+            if tap in self._nics:
+                raise UVMError(f"uvm {self.id}: add network adapter {tap}: already added")
+            if not os.path.exists(f"/sys/class/net/{tap}"):
+                raise UVMError(f"uvm {self.id}: add network adapter {tap}: no such network device")
+            used = {n.slot for n in self._nics.values()}
+            slot = next((i for i in range(ROOT_PORTS) if i not in used), None)
+            if slot is None:
+                raise UVMError(f"uvm {self.id}: add network adapter {tap}: all {ROOT_PORTS} slots are in use")
+            if mac is None:
+                import hashlib
+
+                h = hashlib.sha256(f"{self.id}/{slot}".encode()).digest()
+                mac = "02:" + ":".join(f"{b:02x}" for b in h[:5])
+            nic = NetworkAdapter(tap, mac.lower(), slot)
+            qmp = self._qmp()
+            try:
+                await qmp.execute("netdev_add", {"type": "tap", "id": nic.netdev, "ifname": tap, "script": "no",
+                                                 "downscript": "no"})
+                try:
+                    await qmp.execute("device_add", {"driver": "virtio-net-pci", "netdev": nic.netdev,
+                                                     "mac": nic.mac, "bus": f"rp{slot}", "id": nic.device})
+                except Exception:
+                    await qmp.execute("netdev_del", {"id": nic.netdev})
+                    raise
+            except Exception as exc:
+                raise UVMError(f"uvm {self.id}: add network adapter {tap}: {exc}") from None
+            self._nics[tap] = nic
+            return nic
+
+    async def remove_network_adapter(self, nic: NetworkAdapter, *, timeout: float = 60.0) -> None:
+        """Unplugs the adapter (PCIe hot-unplug waits for the guest to let go: seconds under TCG)."""
+        self._check("remove network adapter", State.RUNNING, State.STOPPED)
+        async with self._lock:
+            if self._nics.get(nic.tap) is not nic:
+                raise UVMError(f"uvm {self.id}: remove network adapter {nic.tap}: not added")
+            del self._nics[nic.tap]
+            if self.state is not State.RUNNING:
+                return
+            qmp = self._qmp()
+            try:
+                await self._device_del(qmp, nic.device, timeout)
+                await qmp.execute("netdev_del", {"id": nic.netdev})
+            except Exception as exc:
+                raise UVMError(f"uvm {self.id}: remove network adapter {nic.tap}: {exc}") from None
+
+    @property
+    def network_adapters(self) -> list[NetworkAdapter]:
+        return sorted(self._nics.values(), key=lambda n: n.slot)
 
 
 def _relay(vm_id: str, line: bytes) -> None:

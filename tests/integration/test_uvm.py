@@ -271,3 +271,37 @@ def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_a
             await vm.close()
 
     run(body())
+
+
+def test_a_network_adapter_is_hot_plugged_on_a_host_tap_and_found_by_its_mac(boot_files: Path,
+                                                                             no_vm_left) -> None:
+    tap = f"hcstap{os.getpid() % 100000}"
+    subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
+    try:
+        async def body() -> None:
+            vm = await UtilityVM.create(options(boot_files, "nic"))
+            try:
+                await vm.start()
+                nic = await vm.add_network_adapter(tap)
+                assert vm.network_adapters == [nic] and nic.mac.startswith("02:")
+
+                async def guest_macs() -> bytes:
+                    proc = await vm.gcs.exec_in_uvm(["sh", "-c", "cat /sys/class/net/*/address"])
+                    out, _ = await proc.communicate()
+                    await proc.wait()
+                    return out
+
+                deadline = time.monotonic() + 60
+                while nic.mac.encode() not in await guest_macs():
+                    assert time.monotonic() < deadline, "the guest never saw the adapter"
+                    await asyncio.sleep(0.5)
+                with pytest.raises(UVMError, match="already added"):
+                    await vm.add_network_adapter(tap)
+                await vm.remove_network_adapter(nic)
+                assert vm.network_adapters == []
+            finally:
+                await vm.close()
+
+        run(body())
+    finally:
+        subprocess.run(["ip", "link", "delete", tap], check=False)

@@ -116,7 +116,7 @@ def tar_trees(draw: st.DrawFn) -> tuple[bytes, dict[bytes, tuple[str, object]]]:
             if kind == "xattr":
                 val = draw(st.binary(min_size=0, max_size=300))
                 data += pax_entry({b"SCHILY.xattr.user.p": val, b"mtime": b"%d.%09d" % (mtime, 123)})
-            data += tar_entry(name, content, mode=0o644, uid=draw(st.integers(0, 2**21)), mtime=mtime)
+            data += tar_entry(name, content, mode=0o644, uid=draw(st.integers(0, 2**21 - 1)), mtime=mtime)
             want[name] = ("reg", content)
             regs.append(name)
         elif kind == "sym":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -183,3 +185,29 @@ def test_reader_agrees_with_tarfile_on_archives_it_writes(tmp_path_factory: pyte
     finally:
         os.close(fd)
     assert got == [(n, d, (m, 0), mo) for n, d, m, mo in files]
+
+
+_TRUNCATE_WHILE_READING = """
+import os, sys
+from hcsshim import ext4
+src, out = sys.argv[1], sys.argv[2]
+def progress(n):
+    if os.path.getsize(src) > 2 << 20:
+        os.truncate(src, 2 << 20)  # another process cuts the tar while we read it
+try:
+    ext4.convert(src, out, progress=progress)
+except ext4.Ext4Error as exc:
+    sys.exit(f"error: {exc}")
+"""
+
+
+def test_an_input_truncated_while_being_read_gives_an_error_not_a_crash(tmp_path: Path) -> None:
+    # 200 entries of 20 KiB: the cut at 2 MiB falls inside a file's data, past what was read ahead at the first
+    # progress call. A mapped input would die of SIGBUS there; read(2) sees the end of the file.
+    src, out = tmp_path / "in.tar", tmp_path / "out.img"
+    src.write_bytes(b"".join(tar_entry(b"f%03d" % i, bytes([i]) * 20480) for i in range(200)) + END)
+    proc = subprocess.run([sys.executable, "-c", _TRUNCATE_WHILE_READING, str(src), str(out)],
+                          capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 1, proc
+    assert proc.stderr.strip() == b"error: unexpected EOF"
+    assert not out.exists() and os.listdir(tmp_path) == ["in.tar"]

@@ -117,10 +117,12 @@ def _pwrite_all(fd: int, data: bytes, off: int) -> None:
 
 
 def _finish(fd: int, ext4_size: int, opts: Options) -> Result:
-    from hcsshim.ext4 import verity, vhd
+    from hcsshim.ext4 import vhd
 
     res = Result(ext4_size=ext4_size, size=ext4_size)
     if opts.append_dm_verity:
+        from hcsshim.ext4 import verity  # hashlib: imported only when needed
+
         res.root_hash = verity.append_verity(fd, ext4_size)
         res.size = ext4_size + _verity_size(ext4_size)
     if opts.append_vhd_footer:

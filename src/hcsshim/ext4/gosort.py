@@ -176,13 +176,13 @@ def _break_patterns(x: list[T], a: int, b: int) -> None:
         modulus = 1 << length.bit_length()
         idx = a + (length // 4) * 2 - 1
         for i in range(3):
-            r ^= (r << 13) & _U64  # Go's 64-bit xorshift, seeded with the length
-            r ^= r >> 7
-            r ^= (r << 17) & _U64
+            r ^= (r << 13) & _U64  # Go's xorshift (sort.go): <<13, >>17, <<5 on a uint64 seeded with the length
+            r ^= r >> 17
+            r ^= (r << 5) & _U64
             other = r & (modulus - 1)
             if other >= length:
                 other -= length
-            _swap(x, idx - 1 + i, a + other)
+            _swap(x, idx + i, a + other)
 
 
 def _choose_pivot(x: list[T], less: Callable[[T, T], bool], a: int, b: int) -> tuple[int, int]:

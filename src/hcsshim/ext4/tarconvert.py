@@ -90,6 +90,29 @@ def _make_parents(w: Writer, name: bytes) -> None:
         raise Ext4Error(f"failed to ensure parent directories for {_show(name)}: {exc}") from None
 
 
+def _go_path_clean(p: bytes) -> bytes:
+    """Go's path.Clean (it only shows in error messages: the writer cleans names itself)."""
+    rooted = p.startswith(b"/")
+    out: list[bytes] = []
+    for part in p.split(b"/"):
+        if part == b"..":
+            if out and out[-1] != b"..":
+                out.pop()
+            elif not rooted:
+                out.append(part)
+        elif part and part != b".":
+            out.append(part)
+    s = b"/".join(out)
+    return (b"/" + s) if rooted else (s or b".")
+
+
+def _go_path_join(d: bytes, base: bytes) -> bytes:
+    """Go's path.Join(d, base), as upstream names a whiteout's target (`x/.wh.` gives `x`)."""
+    if d:
+        return _go_path_clean(d + b"/" + base) if base else _go_path_clean(d)
+    return _go_path_clean(base) if base else b""
+
+
 def _whiteout(w: Writer, name: bytes) -> bool:
     """Handle an OCI whiteout entry as overlayfs expects it (spec §4); False when name is no whiteout."""
     i = name.rfind(b"/")
@@ -109,7 +132,7 @@ def _whiteout(w: Writer, name: bytes) -> bool:
             raise Ext4Error(f"failed to create opaque dir {_show(base)}: {exc}") from None
     else:
         try:
-            w.create(d + base[len(WHITEOUT_PREFIX) :], File(fmt.S_IFCHR))
+            w.create(_go_path_join(d, base[len(WHITEOUT_PREFIX) :]), File(fmt.S_IFCHR))
         except Ext4Error as exc:
             raise Ext4Error(f"failed to create whiteout file for {_show(base)}: {exc}") from None
     return True

@@ -4,11 +4,13 @@ Python's tarfile differs from Go's reader in ways that change the image (global 
 entries, PAX times keep nanoseconds, atime/ctime only from GNU/STAR fields, truncated streams that end at a
 header or inside padding are a clean end...), so this module parses headers itself (spec §2). Data is never
 buffered whole: it is copied to the writer in chunks, or by the kernel (copy_file_range) from a regular file.
+
+Input is read with read(2), never mapped: a file truncated while we read it then gives a short read and
+`unexpected EOF` (or an I/O error from a kernel copy), where a mapping would kill the process with SIGBUS.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import struct
@@ -19,7 +21,6 @@ from hcsshim.ext4 import format as fmt
 from hcsshim.ext4.writer import Ext4Error, Writer
 
 CHUNK: Final = 1 << 20
-_RELEASE_EVERY: Final = 8 << 20
 _BIG: Final = 256 << 10
 ZERO_BLOCK: Final = bytes(512)
 MAX_SPECIAL_FILE_SIZE: Final = 1 << 20
@@ -192,35 +193,12 @@ class TarReader:
         self.remaining = 0  # physical data bytes of the current entry not consumed yet
         self.pad = 0
         self.bytes_read = 0  # input bytes consumed (for progress)
-        self.mapped = False
-        self._mv: memoryview | None = None
-        self._released = 0
         try:
             import stat
 
-            st = os.fstat(fd)
-            self.regular = stat.S_ISREG(st.st_mode)
+            self.regular = stat.S_ISREG(os.fstat(fd).st_mode)
         except OSError:
             self.regular = False
-        if self.regular:
-            # A regular file is read through a read-only mapping: no read calls, data copied once. Pages
-            # already consumed are dropped from our resident set as we go (madvise), so RSS stays small.
-            try:
-                start = os.lseek(fd, 0, os.SEEK_CUR)
-                if st.st_size > start:
-                    mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-                    self.buf, self.off, self._released = mm, start, start & ~(mmap.PAGESIZE - 1)
-                    self._mv = memoryview(mm)
-                    self.mapped = True
-            except (OSError, ValueError):
-                pass
-
-    def _release(self) -> None:
-        """Drop mapped pages that were consumed (every 8 MiB): they stay in the page cache, not in our RSS."""
-        done = self.off & ~(mmap.PAGESIZE - 1)
-        if done - self._released >= _RELEASE_EVERY:
-            self.buf.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)  # type: ignore[union-attr]
-            self._released = done
 
     # ---- raw input ----
 
@@ -231,12 +209,6 @@ class TarReader:
         if end <= len(buf):
             self.off = end
             self.bytes_read += n
-            return buf[off:end]
-        if self.mapped:
-            end = min(end, len(buf))
-            self.off = end
-            self.bytes_read += end - off
-            self._release()
             return buf[off:end]
         parts = [buf[off:]]
         have = len(buf) - off
@@ -269,11 +241,6 @@ class TarReader:
             self.off += n
             self.bytes_read += n
             return n
-        if self.mapped:
-            self.off += avail
-            self.bytes_read += avail
-            self._release()
-            return avail
         done = avail
         self.buf, self.off = b"", 0
         if self.regular:
@@ -530,21 +497,6 @@ class TarReader:
         self.remaining -= n
         buf, off = self.buf, self.off
         avail = len(buf) - off
-        if self.mapped:
-            k = min(n, avail)
-            done = 0
-            if k >= _BIG:
-                # Big data goes file to file in the kernel: its pages never enter our resident set.
-                done = writer.write_from_fd(self.fd, k, off)
-            if done < k:
-                writer.write(self._mv[off + done : off + k])  # type: ignore[index]
-            self.off = off + k
-            self.bytes_read += k
-            if k >= _RELEASE_EVERY or off - self._released >= _RELEASE_EVERY:
-                self._release()
-            if k < n:
-                raise TarError(ERR_UNEXPECTED_EOF)
-            return
         if n <= avail:
             writer.write(memoryview(buf)[off : off + n])
             self.off = off + n
@@ -556,9 +508,20 @@ class TarReader:
             self.bytes_read += avail
         self.buf, self.off = b"", 0
         if self.regular and n >= _BIG:
-            k = writer.write_from_fd(self.fd, n & ~(CHUNK - 1) or n)
-            n -= k
-            self.bytes_read += k
+            # Big data goes file to file in the kernel (queued in order with the writer's other writes): its
+            # pages never enter our resident set. Only what the file holds now is handed over; a file cut
+            # shorter meanwhile makes that copy fail with an I/O error.
+            try:
+                cur = os.lseek(self.fd, 0, os.SEEK_CUR)
+                k = min(n & ~(CHUNK - 1) or n, max(0, os.fstat(self.fd).st_size - cur))
+            except OSError:
+                k = 0
+            if k:
+                k = writer.write_from_fd(self.fd, k, cur)
+                if k:
+                    os.lseek(self.fd, cur + k, os.SEEK_SET)
+                    n -= k
+                    self.bytes_read += k
         while n > 0:
             chunk = os.read(self.fd, max(CHUNK, min(n, 8 * CHUNK)))
             if not chunk:

@@ -43,7 +43,7 @@ from hcsshim.ext4.output import Output
 from hcsshim.ext4.xattrs import XattrState, get_xattrs, put_xattrs, sort_block_xattrs
 
 _U32: Final = 0xFFFFFFFF
-_PADS: Final = [bytes(i) for i in range(BLOCK_SIZE)]
+_PADS: Final = memoryview(bytes(BLOCK_SIZE))  # _PADS[:n]: n zero bytes, without a copy
 _ONE_EXTENT: Final = struct.Struct("<HHHHIIHHI36x")  # header + one leaf entry, i_block's 60 bytes
 
 
@@ -308,7 +308,7 @@ class Writer:
                     buf = out.buf
                     buf += b
                     if end != pos:
-                        buf += _PADS[end - pos]
+                        buf += _PADS[: end - pos]
                     out.pos = end
                     node.data = _ONE_EXTENT.pack(EXTENT_HEADER_MAGIC, 1, 4, 0, 0, 0, blocks, 0, (end >> 12) - blocks)
                     node.flags |= INODE_FLAG_EXTENTS
@@ -630,7 +630,7 @@ class Writer:
             pad = BLOCK_SIZE - rem
             if out.pos + pad > out.max_size:
                 raise out.full_error()
-            out.buf += _PADS[pad]
+            out.buf += _PADS[:pad]
             out.pos += pad
         start_block = start // BLOCK_SIZE
         blocks = out.pos // BLOCK_SIZE - start_block

@@ -56,6 +56,22 @@ def test_a_vm_boots_from_the_initrd_and_its_gcs_negotiates(boot_files: Path, no_
     run(body())
 
 
+def test_a_vm_boots_from_rootfs_vhd_and_its_gcs_negotiates(boot_files: Path, no_vm_left) -> None:
+    async def body() -> None:
+        vm = await UtilityVM.create(options(boot_files, "vhd", root_fs_type="vhd"))
+        try:
+            await vm.start()
+            assert vm.gcs is not None
+            proc = await vm.gcs.exec_in_uvm(["sh", "-c", "grep ' / ' /proc/mounts"])
+            out, err = await proc.communicate()
+            assert await proc.wait() == 0, err
+            assert out.startswith(b"/dev/sda / ext4 ro"), out
+        finally:
+            await vm.close()
+
+    run(body())
+
+
 def test_uvmboot_exec_prints_the_guest_kernel_release(boot_files: Path, no_vm_left) -> None:
     release = (boot_files / "info" / "kernel.version").read_text().strip() if (
         boot_files / "info" / "kernel.version").exists() else None

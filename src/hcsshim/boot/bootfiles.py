@@ -34,7 +34,7 @@ from hcsshim.boot import debs
 from hcsshim.boot.archive import FILE, ArchiveError, Entry, Tree, cpio_bytes, gzip_bytes, read_archive, tar_bytes
 from hcsshim.boot.elf import ElfError, dynamic
 from hcsshim.boot.kernel import KernelError, extract_vmlinux
-from hcsshim.boot.modules import GUEST_MODULES, ModuleError, ModuleIndex, load_order, strip_signature
+from hcsshim.boot.modules import GUEST_MODULES, ROOT_MODULES, ModuleError, ModuleIndex, load_order, strip_signature
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 BUSYBOX_PATH = "usr/lib/hcsshim/busybox"  # the static busybox /init runs on, whatever BASE provides
@@ -529,6 +529,21 @@ def _build_staged(base: Path | None, base_bytes: bytes | None, base_tree: Tree |
     if vhd:
         stage("writing rootfs.vhd")
         _make_vhd(out, rootfs_tar, result, log)
+        # The initramfs that boots rootfs.vhd: init and the storage drivers only; init mounts root=/dev/sdX
+        # read-only and hands over to the /init in it (the kernel's drivers are modules, unlike upstream's).
+        mini = Tree()
+        for d in ("dev", "proc", "sys", "newroot"):
+            mini.add(d, Entry.dir(0o755))
+        mini.add("init", Entry.file(INIT_SCRIPT.read_bytes(), 0o755))
+        _add_path(mini, unpacked["busybox-static"], "bin/busybox", BUSYBOX_PATH)
+        root_mods = index.closure(list(ROOT_MODULES))
+        for m in root_mods:
+            ko = (moddir / m.path).read_bytes()
+            mini.add(f"lib/modules/{kver}/{m.path}",
+                     Entry.file(strip_signature(ko) if strip_module_signatures else ko))
+        mini.add(f"lib/modules/{kver}/hcsshim.load.root",
+                 Entry.file("".join(f"{m.path}\n" for m in root_mods).encode()))
+        _write(out, "initrd-vhd.cpio", cpio_bytes(mini, mtime), result)
     del rootfs_tar
 
     (out / "info").mkdir(exist_ok=True)

@@ -48,6 +48,40 @@ die() {
 
 log 6 "started"
 
+# ---- root on a disk (root=/dev/X on the kernel command line, rootfs.vhd): the initramfs (initrd-vhd.cpio)
+# only loads the storage drivers, mounts that root read-only and hands over to its /init, same arguments.
+if [ "$$" = 1 ] && [ -z "$HCSSHIM_ROOT_SWITCHED" ]; then
+	$BB mount -t proc proc /proc 2>/dev/null
+	read -r cmdline </proc/cmdline
+	root_dev=
+	for t in $cmdline; do
+		case $t in root=/dev/*) root_dev=${t#root=} ;; --) break ;; esac
+	done
+	if [ -n "$root_dev" ]; then
+		# The first devtmpfs mount above can fail in this initramfs (no /dev/null for its redirection yet)
+		$BB mountpoint -q /dev || $BB mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev || die "mount /dev"
+		read -r kver </proc/sys/kernel/osrelease
+		while read -r m; do
+			$BB insmod "/lib/modules/$kver/$m" 2>/dev/null || log 4 "insmod $m failed"
+		done <"/lib/modules/$kver/hcsshim.load.root"
+		i=0
+		while [ ! -b "$root_dev" ]; do
+			[ $i -ge 6000 ] && die "root device $root_dev did not appear within 60 s"
+			$BB usleep 10000
+			i=$((i + 1))
+		done
+		$BB mkdir -p /newroot
+		$BB mount -t ext4 -o ro,noload "$root_dev" /newroot || die "mount root $root_dev"
+		[ -x /newroot/init ] || die "root $root_dev has no /init"
+		$BB umount /proc
+		$BB mount --move /dev /newroot/dev || die "move /dev to the new root"
+		log 6 "switching to root $root_dev"
+		export HCSSHIM_ROOT_SWITCHED=1
+		exec $BB switch_root /newroot /init "$@"
+	fi
+	$BB umount /proc
+fi
+
 err_port= out_port= in_port= writable=
 while getopts "e:o:i:w" opt; do
 	case $opt in
@@ -115,7 +149,11 @@ load_modules() {  # load_modules LISTFILE: prints nothing, sets nmod
 	nmod=0
 	[ -f "$1" ] || return 0
 	while read -r m; do
-		if insmod "$moddir/$m" 2>/dev/null; then nmod=$((nmod + 1)); else log 4 "insmod $m failed"; fi
+		if insmod "$moddir/$m" 2>/dev/null; then
+			nmod=$((nmod + 1))
+		elif [ -z "$HCSSHIM_ROOT_SWITCHED" ] || [ ! -d "/sys/module/$(basename "$m" .ko | tr - _)" ]; then
+			log 4 "insmod $m failed"  # after a root switch, the initramfs loaded the root's drivers already
+		fi
 	done <"$1"
 }
 load_modules "$moddir/hcsshim.load"
@@ -187,6 +225,7 @@ mkdir -p /run/hcsshim
 	: >/run/hcsshim/modules.ready
 	log 6 "$nmod more modules loaded"
 ) &
+renice -n 19 -p $! >/dev/null 2>&1  # the child's start comes first
 
 # PID 1 has no signal handlers, so the kernel drops signals sent to it; `wait` reaps every exiting child
 # (orphans included) and returns when ours is gone.

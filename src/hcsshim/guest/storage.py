@@ -128,6 +128,7 @@ class Storage:
             await asyncio.sleep(0.01)
 
     async def add_disk(self, s: dict[str, Any]) -> None:
+        await self.guest.kernel_modules()  # virtio-scsi, sd, ext4 load in the background at boot
         target = field(s, "MountPath")
         if not target:
             return
@@ -225,6 +226,7 @@ class Storage:
     # --- overlay ------------------------------------------------------------------------------------------
 
     async def add_layers(self, s: dict[str, Any]) -> None:
+        await self.guest.kernel_modules()  # overlay
         target = field(s, "ContainerRootPath")
         layers = [field(layer, "Path") for layer in field(s, "Layers", list) or [] if isinstance(layer, dict)]
         scratch = field(s, "ScratchPath")

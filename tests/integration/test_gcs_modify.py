@@ -169,6 +169,10 @@ def test_resources_that_are_not_there_get_error_results_and_the_agent_keeps_serv
     run(agent, scenario)
 
 
+async def _modules_loaded() -> None:
+    """Outside a utility VM every kernel module the agent needs is there already."""
+
+
 def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_path: Path) -> None:
     """The SCSI part of sysfs does not exist on this host, so that tree is laid out by hand; the disk (a loop
     device), mkfs and the mounts are real."""
@@ -193,8 +197,8 @@ def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_pa
     (sysfs / "bus/scsi/devices/2:0:0:3/block/sdz/size").write_text("65536\n")  # sectors: the disk is read in
     dev.mkdir()
     (dev / "sdz").symlink_to(device)
-    storage = Storage(SimpleNamespace(reaper=PidfdWaiter(), transport=None), sysfs=str(sysfs),  # type: ignore[arg-type]
-                      dev=str(dev))
+    guest = SimpleNamespace(reaper=PidfdWaiter(), transport=None, kernel_modules=_modules_loaded)
+    storage = Storage(guest, sysfs=str(sysfs), dev=str(dev))  # type: ignore[arg-type]
     rw, ro = tmp_path / "mnt" / "rw", tmp_path / "mnt" / "ro"
 
     async def scenario() -> None:

@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import traceback
@@ -615,6 +614,8 @@ class Guest:
     def _remove_files(self, c: Container, *, failed_create: bool = False) -> None:
         """Remove the container's records, scratch dir and bundle. A bundle with a mount under it, and after a
         failed Create a bundle the host made, keep everything but the files we wrote."""
+        import shutil  # only here: the agent's start-up is on a utility VM's boot path
+
         if c.state_dir:
             shutil.rmtree(c.state_dir, ignore_errors=True)
         if c.scratch and os.path.isdir(c.scratch) and not failed_create and not mounted_under(c.scratch):

@@ -15,7 +15,6 @@ When the agent is PID 1 a power-off request powers the machine off.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -102,6 +101,8 @@ def setup_logging(args: Any) -> None:
 
 
 async def serve(args: Any) -> int:
+    import asyncio
+
     from hcsshim.guest.containers import Guest
     from hcsshim.guest.server import Connection, Notifier
     from hcsshim.transport.base import FdConn, open_transport
@@ -164,6 +165,10 @@ async def serve(args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # The agent never speaks TLS: without this asyncio imports ssl (and what ssl imports) on the VM's boot path.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+    import asyncio
+
     args = parse_args(argv)
     setup_logging(args)
     try:

@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import secrets
 import socket
 import struct
 import termios
@@ -164,7 +163,7 @@ class ConsoleSocket:
     """A listening unix socket for `runc --console-socket`: runc connects and sends the pty master."""
 
     def __init__(self) -> None:
-        self.name = f"hcsshim-gcs-{os.getpid()}-{secrets.token_hex(6)}"
+        self.name = f"hcsshim-gcs-{os.getpid()}-{os.urandom(6).hex()}"
         self.path = "@" + self.name  # Go's net.Dial treats a leading @ as the abstract namespace
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:

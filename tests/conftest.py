@@ -124,3 +124,13 @@ def boot_files() -> Path:
 
     prebuilt = os.environ.get("HCSSHIM_TEST_BOOT_FILES")
     return Path(prebuilt) if prebuilt else default_bootfiles()
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A busybox root file system directory for containers the GCS runs with runc (one per test module)."""
+    from hcsshim.testing.rootfs import busybox_rootfs
+
+    if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
+        pytest.fail("GCS integration tests need root and /bin/busybox (`make setup`)", pytrace=False)
+    return str(busybox_rootfs(tmp_path_factory.mktemp("gcs") / "rootfs"))

@@ -17,18 +17,11 @@ from hcsshim import bridge
 from hcsshim.bridge import HResultError, Requests, Rpc
 from hcsshim.gcs import GuestConnection
 from hcsshim.testing.gcsagent import GcsAgent
-from hcsshim.testing.rootfs import busybox_rootfs, oci_spec
+from hcsshim.testing.rootfs import oci_spec
 
 pytestmark = pytest.mark.integration
 
 Scenario = Callable[[GuestConnection, GcsAgent], Awaitable[Any]]
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
-        pytest.fail("GCS integration tests need root and /bin/busybox (`make setup`)", pytrace=False)
-    return str(busybox_rootfs(tmp_path_factory.mktemp("gcs") / "rootfs"))
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,19 +15,12 @@ import pytest
 from hcsshim import bridge
 from hcsshim.bridge import BRIDGE_PORT, Decoder, Message, Requests, Rpc
 from hcsshim.testing.gcsagent import GcsAgent
-from hcsshim.testing.rootfs import busybox_rootfs, oci_spec
+from hcsshim.testing.rootfs import oci_spec
 from hcsshim.transport import Conn, Transport
 
 pytestmark = pytest.mark.integration
 
 NULL = bridge.NULL_GUID
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
-        pytest.fail("GCS integration tests need root and /bin/busybox (`make setup`)", pytrace=False)
-    return str(busybox_rootfs(tmp_path_factory.mktemp("gcs-bad") / "rootfs"))
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ namespace with iproute2) and an error result for one it cannot (a VPMem device t
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -16,16 +15,9 @@ import pytest
 from hcsshim.bridge import VMCOMPUTE_INVALID_JSON, HResultError
 from hcsshim.gcs import GuestConnection
 from hcsshim.testing.gcsagent import GcsAgent
-from hcsshim.testing.rootfs import busybox_rootfs, oci_spec
+from hcsshim.testing.rootfs import oci_spec
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> str:
-    if os.geteuid() != 0 or not os.path.exists("/bin/busybox"):
-        pytest.fail("GCS integration tests need root and /bin/busybox (`make setup`)", pytrace=False)
-    return str(busybox_rootfs(tmp_path_factory.mktemp("gcs-modify") / "rootfs"))
 
 
 @pytest.fixture

@@ -64,6 +64,7 @@ from hcsshim.guest import runcinfo, stdio
 from hcsshim.guest.process import Process, TaskSet
 from hcsshim.mount import mounted_under
 from hcsshim.runc import Reaper, Runc, RuncError
+from hcsshim.runc.console import ConsoleSocket
 from hcsshim.transport.base import Conn, Transport
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ class Guest:
             json.dump(spec, f)
         terminal = bool(process.get("terminal"))
         pipes = None if terminal else stdio.Pipes(True, True, True)
-        console = stdio.ConsoleSocket() if terminal else None
+        console = ConsoleSocket() if terminal else None
         loop = asyncio.get_running_loop()
         since = loop.time()
         try:
@@ -401,7 +402,7 @@ class Guest:
         pipes = console = master_task = None
         try:
             if terminal:
-                console = stdio.ConsoleSocket()
+                console = ConsoleSocket()
                 master_task = asyncio.ensure_future(console.receive_master())
             else:
                 pipes = stdio.Pipes(conns[0] is not None, conns[1] is not None, conns[2] is not None)

@@ -9,8 +9,8 @@ Owns the copy loops and their close rules:
 * a pty master: its output goes to the stdout connection and the stdin connection feeds it; at the pty's
   EOF/EIO the connections are just closed (no handshake);
 
-plus the pipes themselves (`Pipes`, 1 MiB pipe buffers) and the console socket on which runc hands over a
-pty master (`ConsoleSocket`, an abstract unix socket so its name never hits the 108-byte limit).
+plus the pipes themselves (`Pipes`, 1 MiB pipe buffers). The console socket on which runc hands over a pty
+master is `hcsshim.runc.console.ConsoleSocket`, shared with the shim.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import contextlib
 import fcntl
 import logging
 import os
-import socket
 import struct
 import termios
 
-from hcsshim.transport.base import Conn, read_fd, wait_readable, write_fd
+from hcsshim.transport.base import Conn, read_fd, write_fd
 
 log = logging.getLogger(__name__)
 
@@ -157,43 +156,3 @@ def open_pty() -> tuple[int, int]:
     os.set_blocking(master, False)
     os.set_inheritable(master, False)
     return master, slave
-
-
-class ConsoleSocket:
-    """A listening unix socket for `runc --console-socket`: runc connects and sends the pty master."""
-
-    def __init__(self) -> None:
-        self.name = f"hcsshim-gcs-{os.getpid()}-{os.urandom(6).hex()}"
-        self.path = "@" + self.name  # Go's net.Dial treats a leading @ as the abstract namespace
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            self.sock.bind("\0" + self.name)
-            self.sock.listen(1)
-            self.sock.setblocking(False)
-        except BaseException:
-            self.sock.close()
-            raise
-
-    async def receive_master(self) -> int:
-        """Accept runc's connection and return the pty master it sends (non-blocking, ours to close)."""
-        loop = asyncio.get_running_loop()
-        conn, _ = await loop.sock_accept(self.sock)
-        with conn:
-            conn.setblocking(False)
-            while True:
-                try:
-                    _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-                    break
-                except BlockingIOError:
-                    await wait_readable(conn.fileno())
-        if not fds:
-            raise OSError("console socket: runc sent no file descriptor")
-        for extra in fds[1:]:
-            os.close(extra)
-        master = fds[0]
-        os.set_blocking(master, False)
-        os.set_inheritable(master, False)
-        return master
-
-    def close(self) -> None:
-        self.sock.close()

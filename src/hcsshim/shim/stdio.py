@@ -21,9 +21,9 @@ import asyncio
 import errno
 import logging
 import os
-import socket
 import struct
-import tempfile
+
+from hcsshim.runc.console import ConsoleError, ConsoleSocket
 
 log = logging.getLogger("hcsshim.shim.stdio")
 
@@ -193,59 +193,6 @@ class Pump:
             self.done.set_result(None)
 
 
-class ConsoleSocket:
-    """The socket runc sends a terminal process's pty master on (`runc create --console-socket`)."""
-
-    __slots__ = ("_dir", "path", "sock")
-
-    def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="hcsshim-pty-", dir="/tmp")
-        self.path = os.path.join(self._dir, "pty.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
-            self.sock.bind(self.path)
-            self.sock.listen(1)
-            self.sock.setblocking(False)
-        except BaseException:
-            self.close()
-            raise
-
-    async def receive_master(self) -> int:
-        """Accepts runc's connection and returns the pty master fd it sends."""
-        loop = asyncio.get_running_loop()
-        conn, _ = await loop.sock_accept(self.sock)
-        with conn:
-            conn.setblocking(False)
-            while True:
-                try:
-                    _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
-                    break
-                except BlockingIOError:
-                    fut = loop.create_future()
-                    loop.add_reader(conn.fileno(), fut.set_result, None)
-                    try:
-                        await fut
-                    finally:
-                        loop.remove_reader(conn.fileno())
-        if not fds:
-            raise StdioError("console socket: runc sent no pty master")
-        for extra in fds[1:]:
-            os.close(extra)
-        os.set_blocking(fds[0], False)
-        return fds[0]
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except AttributeError:
-            pass
-        for p in (self.path, self._dir):
-            try:
-                (os.unlink if p == self.path else os.rmdir)(p)
-            except OSError:
-                pass
-
-
 class ProcessIO:
     """All stdio descriptors and pumps of one process (see the module docstring for the states)."""
 
@@ -326,6 +273,8 @@ class ProcessIO:
         assert self.console is not None
         try:
             master = await self.console.receive_master()
+        except ConsoleError as exc:
+            raise StdioError(str(exc)) from None
         finally:
             self.console.close()
             self.console = None

@@ -64,7 +64,7 @@ def default_bootfiles() -> Path:
             tmp = CACHE / f".building-{out.name}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                build(None, tmp, DEBS, vhd=False)
+                build(None, tmp, DEBS)
                 (tmp / ".complete").touch()
                 os.rename(tmp, out)
             except BaseException:

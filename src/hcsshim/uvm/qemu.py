@@ -82,17 +82,21 @@ def find_boot_files(opts: UVMOptions) -> BootFiles:
     kernel = next((os.path.join(d, k) for k in ("vmlinux", "kernel") if os.path.isfile(os.path.join(d, k))), None)
     if kernel is None:
         raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no kernel (vmlinux or kernel)")
+    if opts.root_fs_type == "vhd":
+        # rootfs.vhd as the root, booted by initrd-vhd.cpio: Debian's kernel has its storage drivers as
+        # modules, which that small initramfs loads before it mounts /dev/sda and switches to it.
+        vhd, initrd = os.path.join(d, "rootfs.vhd"), os.path.join(d, "initrd-vhd.cpio")
+        for f in (vhd, initrd):
+            if not os.path.isfile(f):
+                raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no {os.path.basename(f)} for root "
+                                        f"fs type vhd")
+        return BootFiles(kernel, initrd, vhd)
     # The uncompressed initrd.cpio when the build made one: gunzipping 18 MB costs seconds under TCG.
     initrd = next((os.path.join(d, n) for n in ("initrd.cpio", "initrd.img") if os.path.isfile(os.path.join(d, n))),
                   None)
-    vhd = os.path.join(d, "rootfs.vhd")
     if initrd is None:
         raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no initrd.img")
-    if opts.root_fs_type == "vhd" and not os.path.isfile(vhd):
-        raise FileNotFoundError(f"uvm {opts.id}: boot files path {d}: no rootfs.vhd for root fs type vhd")
-    # The initrd also boots the vhd root: Debian's kernel has its storage drivers as modules, which the initrd's
-    # init loads before it mounts /dev/sda.
-    return BootFiles(kernel, initrd, vhd if opts.root_fs_type == "vhd" else None)
+    return BootFiles(kernel, initrd, None)
 
 
 def init_command(opts: UVMOptions) -> list[str]:

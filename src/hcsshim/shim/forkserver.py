@@ -283,10 +283,6 @@ class _Server:
         self.quick_deaths = 0
         self.stamps: dict[str, int] = {}
 
-    def own_fds(self) -> list[int]:
-        return [fd for fd in (self.server.fileno(), self.containerd.fileno(), self.lock_fd, self.spare_r)
-                if fd >= 0]
-
     def bind(self) -> bool:
         import fcntl
 
@@ -373,16 +369,16 @@ class _Server:
         gc.freeze()  # the heap stays shared copy-on-write with every spare and daemon
         gc.enable()  # a cold daemon forked us with the collector off
         last = time.monotonic()
+        poller = select.poll()
+        poller.register(self.containerd, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
         try:
             while True:
                 if not self.spare:
                     if self.quick_deaths >= 3:
                         return 1  # spares die at birth: stop rather than fork in a loop
                     self.fork_spare()
-                poller = select.poll()
-                poller.register(self.containerd, select.POLLIN)
-                poller.register(self.spare_r, select.POLLIN)
-                poller.register(wake_r, select.POLLIN)
+                    poller.register(self.spare_r, select.POLLIN)
                 timeout = last + IDLE_TIMEOUT - time.monotonic()
                 if timeout <= 0:
                     return 0
@@ -396,6 +392,7 @@ class _Server:
                         self.reap()
                     elif fd == self.spare_r:
                         took = os.read(self.spare_r, 1)
+                        poller.unregister(self.spare_r)
                         os.close(self.spare_r)
                         self.spare_r = -1
                         if took == b"s":

@@ -220,11 +220,14 @@ class UtilityVM:
                 self._listeners[name] = s
             argv = ["setpriv", "--pdeathsig", "KILL", "--",
                     *qemu_argv(qemu, self.opts, self.boot, self.run_dir, self.accel)]
+            from hcsshim.runc.reaper import DEVNULL
+
             with open(self.path("qemu.log"), "wb") as qlog:
-                self.qemu = await self.waiter.spawn(argv, stdin=os.open(os.devnull, os.O_RDONLY), stdout=qlog.fileno(),
-                                                    stderr=qlog.fileno())
-        except (OSError, FileNotFoundError) as exc:
-            await self._abort_start()
+                self.qemu = await self.waiter.spawn(argv, stdin=DEVNULL, stdout=qlog.fileno(), stderr=qlog.fileno())
+        except OSError as exc:
+            for sock in self._listeners.values():
+                sock.close()
+            self._listeners.clear()
             raise UVMError(f"start uvm {self.id}: {exc}") from None
         log.debug("uvm %s: qemu pid %d (%s)", self.id, self.qemu.pid, self.accel)
         self.state = State.RUNNING
@@ -248,11 +251,6 @@ class UtilityVM:
             for s in self._listeners.values():
                 s.close()
             self._listeners.clear()
-
-    async def _abort_start(self) -> None:
-        for s in self._listeners.values():
-            s.close()
-        self._listeners.clear()
 
     def _why(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__

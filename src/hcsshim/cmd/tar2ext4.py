@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         done()
-        sys.stderr.write(f"tar2ext4: {exc}\n")
+        what = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        sys.stderr.write(f"tar2ext4: convert {vals['i'] or 'stdin'} to {vals['o']}: {what}\n")
         return 1
     except KeyboardInterrupt:
         done()

@@ -16,7 +16,7 @@ import pytest
 from hcsshim import bridge
 from hcsshim.bridge import HResultError, Requests, Rpc
 from hcsshim.gcs import GuestConnection
-from hcsshim.testing.gcsagent import GcsAgent
+from hcsshim.testing.gcsagent import GcsAgent, running_agent
 from hcsshim.testing.rootfs import oci_spec
 
 pytestmark = pytest.mark.integration
@@ -27,15 +27,8 @@ Scenario = Callable[[GuestConnection, GcsAgent], Awaitable[Any]]
 @pytest.fixture
 def agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GcsAgent]:
     """A started agent; at teardown it is stopped and must have left nothing behind."""
-    a = GcsAgent(tmp_path / "agent", mux=getattr(request, "param", False))
-    a.start()
-    try:
+    with running_agent(tmp_path / "agent", mux=getattr(request, "param", False)) as a:
         yield a
-        a.stop()
-        leftovers = a.leftovers()
-        assert not leftovers, f"the agent left these behind: {leftovers}\n{a.log()[-4000:]}"
-    finally:
-        a.cleanup()
 
 
 def run(agent: GcsAgent, scenario: Scenario, *, timeout: float = 60) -> Any:

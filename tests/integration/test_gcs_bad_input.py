@@ -14,7 +14,7 @@ import pytest
 
 from hcsshim import bridge
 from hcsshim.bridge import BRIDGE_PORT, Decoder, Message, Requests, Rpc
-from hcsshim.testing.gcsagent import GcsAgent
+from hcsshim.testing.gcsagent import GcsAgent, running_agent
 from hcsshim.testing.rootfs import oci_spec
 from hcsshim.transport import Conn, Transport
 
@@ -25,15 +25,8 @@ NULL = bridge.NULL_GUID
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[GcsAgent]:
-    a = GcsAgent(tmp_path / "agent")
-    a.start()
-    try:
+    with running_agent(tmp_path / "agent") as a:
         yield a
-        a.stop()
-        leftovers = a.leftovers()
-        assert not leftovers, f"the agent left these behind: {leftovers}\n{a.log()[-4000:]}"
-    finally:
-        a.cleanup()
 
 
 class Raw:

@@ -14,7 +14,7 @@ import pytest
 
 from hcsshim.bridge import VMCOMPUTE_INVALID_JSON, HResultError
 from hcsshim.gcs import GuestConnection
-from hcsshim.testing.gcsagent import GcsAgent
+from hcsshim.testing.gcsagent import GcsAgent, running_agent
 from hcsshim.testing.rootfs import oci_spec
 
 pytestmark = pytest.mark.integration
@@ -30,15 +30,8 @@ def shares(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def agent(tmp_path: Path, shares: Path) -> Iterator[GcsAgent]:
-    a = GcsAgent(tmp_path / "agent", extra_args=("-share-root", str(shares)))
-    a.start()
-    try:
+    with running_agent(tmp_path / "agent", extra_args=("-share-root", str(shares))) as a:
         yield a
-        a.stop()
-        leftovers = a.leftovers()
-        assert not leftovers, f"the agent left these behind: {leftovers}\n{a.log()[-4000:]}"
-    finally:
-        a.cleanup()
 
 
 def run(agent: GcsAgent, scenario) -> None:  # type: ignore[no-untyped-def]

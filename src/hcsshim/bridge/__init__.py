@@ -12,6 +12,7 @@ from hcsshim.bridge.messages import (
     STDIO_PORT_BASE,
     Requests,
     container_notification,
+    is_guid,
     negotiate_response,
     raise_for_result,
     request,
@@ -22,6 +23,6 @@ from hcsshim.bridge.wire import __all__ as _wire_all
 
 __all__ = [
     "BRIDGE_PORT", "EXIT_FORCED", "EXIT_GRACEFUL", "EXIT_UNEXPECTED", "INFINITE", "PROTOCOL_VERSION",
-    "STDIO_PORT_BASE", "Requests", "container_notification", "negotiate_response", "raise_for_result",
+    "STDIO_PORT_BASE", "Requests", "container_notification", "is_guid", "negotiate_response", "raise_for_result",
     "request", "response", *_wire_all,
 ]

@@ -130,6 +130,20 @@ def container_notification(container_id: str, exit_type: str = EXIT_UNEXPECTED,
             "Operation": "None", "Result": 0}
 
 
+def is_guid(text: object) -> bool:
+    """Whether text is a GUID in its 8-4-4-4-12 hex form (ContainerId, ActivityId)."""
+    if not isinstance(text, str) or len(text) != 36:
+        return False
+    parts = text.split("-")
+    if [len(p) for p in parts] != [8, 4, 4, 4, 12]:
+        return False
+    try:
+        int("".join(parts), 16)
+    except ValueError:
+        return False
+    return True
+
+
 def raise_for_result(body: Any, operation: str) -> dict[str, Any]:
     """The response body when its Result is 0, else HResultError("<operation>: <ErrorMessage>")."""
     if not isinstance(body, dict):

@@ -156,7 +156,7 @@ class GuestConnection:
             body = msg.json()
             cid = field(body, "ContainerId")
             activity = field(body, "ActivityId")
-            if not _is_guid(activity):
+            if not bridge.is_guid(activity):
                 raise ProtocolError(f"container notification for {cid}: invalid ActivityId {activity!r}")
             container = self._waiting.pop(cid, None)
             if container is None:
@@ -498,13 +498,3 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
 
-
-def _is_guid(text: str) -> bool:
-    parts = text.split("-") if isinstance(text, str) else []
-    if [len(p) for p in parts] != [8, 4, 4, 4, 12]:
-        return False
-    try:
-        int("".join(parts), 16)
-    except ValueError:
-        return False
-    return True

@@ -203,7 +203,7 @@ class Connection:
         try:
             body = _request_body(msg)
             activity = field(body, "ActivityId") or NULL_GUID
-            if not _is_guid(activity):
+            if not bridge.is_guid(activity):
                 activity = NULL_GUID
             result = await handler(field(body, "ContainerId"), activity, body)
             reply = bridge.response(activity, **result)
@@ -290,15 +290,3 @@ def _request_body(msg: Message) -> dict[str, Any]:
 def _clip(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
 
-
-def _is_guid(text: str) -> bool:
-    if len(text) != 36:
-        return False
-    parts = text.split("-")
-    if [len(p) for p in parts] != [8, 4, 4, 4, 12]:
-        return False
-    try:
-        int("".join(parts), 16)
-    except ValueError:
-        return False
-    return True

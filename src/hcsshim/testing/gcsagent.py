@@ -12,6 +12,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["GcsAgent"]
@@ -151,3 +152,18 @@ class GcsAgent:
                 for child in sorted(p.glob("**/"), key=lambda x: -len(str(x))):
                     with contextlib.suppress(OSError):
                         child.rmdir()
+
+
+@contextlib.contextmanager
+def running_agent(base: Path, **kw: object) -> Iterator[GcsAgent]:
+    """A started agent; on a clean exit of the block it is stopped and must have left nothing behind, and in
+    every case its files are removed."""
+    agent = GcsAgent(base, **kw)  # type: ignore[arg-type]
+    agent.start()
+    try:
+        yield agent
+        agent.stop()
+        leftovers = agent.leftovers()
+        assert not leftovers, f"the agent left these behind: {leftovers}\n{agent.log()[-4000:]}"
+    finally:
+        agent.cleanup()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import tempfile
 
 
 class ConsoleError(OSError):
@@ -23,6 +22,8 @@ class ConsoleSocket:
     __slots__ = ("_dir", "path", "sock")
 
     def __init__(self) -> None:
+        import tempfile  # here: the guest agent imports this module on a utility VM's boot path
+
         self._dir = tempfile.mkdtemp(prefix="hcsshim-pty-", dir="/tmp")
         self.path = os.path.join(self._dir, "pty.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -4,7 +4,7 @@
 line and the guest kernel's; `accel.py` decides between KVM and TCG.
 """
 
-from hcsshim.uvm.qemu import UVMOptions
+from hcsshim.uvm.qemu import UVMOptions, apply_annotations
 from hcsshim.uvm.vm import NetworkAdapter, ScsiDisk, Share, State, UtilityVM, UVMError
 
-__all__ = ["NetworkAdapter", "ScsiDisk", "Share", "State", "UVMError", "UVMOptions", "UtilityVM"]
+__all__ = ["NetworkAdapter", "ScsiDisk", "Share", "State", "UVMError", "UVMOptions", "UtilityVM", "apply_annotations"]

@@ -67,6 +67,47 @@ class UVMOptions:
             raise ValueError(f"uvm {self.id}: accelerator {self.accel!r} is not kvm or tcg")
 
 
+# Upstream's annotations (pkg/annotations) that mean something for a QEMU utility VM, and the option each sets.
+ANNOTATION_MEMORY = "io.microsoft.virtualmachine.computetopology.memory.sizeinmb"
+ANNOTATION_PROCESSORS = "io.microsoft.virtualmachine.computetopology.processor.count"
+ANNOTATION_BOOT_FILES = "io.microsoft.virtualmachine.bootfilesrootpath"
+ANNOTATION_ROOT_FS_TYPE = "io.microsoft.virtualmachine.lcow.preferredrootfstype"
+ANNOTATION_KERNEL_ARGS = "io.microsoft.virtualmachine.lcow.kernelbootoptions"
+
+
+def apply_annotations(opts: UVMOptions, annotations: dict[str, str]) -> UVMOptions:
+    """`opts` with upstream's VM annotations applied (oci.SpecToUVMCreateOpts for what QEMU has); an annotation
+    that does not parse is a ValueError naming it. Memory is rounded up to an even MB, as upstream does."""
+
+    def number(key: str) -> int | None:
+        value = annotations.get(key)
+        if value is None:
+            return None
+        try:
+            n = int(value, 10)
+        except ValueError:
+            raise ValueError(f"annotation {key}={value!r}: not a number") from None
+        if n <= 0:
+            raise ValueError(f"annotation {key}={value!r}: must be positive")
+        return n
+
+    if (memory := number(ANNOTATION_MEMORY)) is not None:
+        opts.memory_mb = memory + (memory & 1)
+    if (cpus := number(ANNOTATION_PROCESSORS)) is not None:
+        opts.cpus = cpus
+    if ANNOTATION_BOOT_FILES in annotations:
+        opts.boot_files_path = annotations[ANNOTATION_BOOT_FILES]
+    if ANNOTATION_ROOT_FS_TYPE in annotations:
+        kind = annotations[ANNOTATION_ROOT_FS_TYPE].lower()
+        if kind not in ("initrd", "vhd"):
+            raise ValueError(f"annotation {ANNOTATION_ROOT_FS_TYPE}={kind!r}: not initrd or vhd")
+        opts.root_fs_type = kind
+    if ANNOTATION_KERNEL_ARGS in annotations:
+        opts.kernel_args = " ".join(filter(None, [opts.kernel_args, annotations[ANNOTATION_KERNEL_ARGS]]))
+    opts.validate()
+    return opts
+
+
 @dataclass(frozen=True)
 class BootFiles:
     kernel: str

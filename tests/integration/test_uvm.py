@@ -321,3 +321,28 @@ def test_a_network_adapter_is_hot_plugged_on_a_host_tap_and_found_by_its_mac(boo
         run(body())
     finally:
         subprocess.run(["ip", "link", "delete", tap], check=False)
+
+
+def test_uvmboot_mounts_a_scsi_disk_and_a_share_for_the_command(boot_files: Path, tmp_path: Path,
+                                                                  no_vm_left) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "a.txt").write_text("share\n")
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "b.txt").write_text("disk\n")
+    disk = tmp_path / "disk.ext4"
+    subprocess.run(["truncate", "-s", "8M", str(disk)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(disk)], check=True)
+    out = subprocess.run([sys.executable, "-m", "hcsshim.cmd.uvmboot", "--memory", "512", "--cpus", "1", "lcow",
+                          "--boot-files-path", str(boot_files), "--share", f"{share}:/run/s:ro",
+                          "--mount-scsi", f"{disk}:/run/d:ro", "--exec", "cat /run/s/a.txt /run/d/b.txt",
+                          "--fwd-stdout"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "share\ndisk\n"
+
+
+def test_uvmboot_rejects_a_bad_mapping_with_status_2() -> None:
+    out = subprocess.run([sys.executable, "-m", "hcsshim.cmd.uvmboot", "lcow", "--boot-files-path", "/x",
+                          "--share", "relative-guest-path"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "expected HOST:GUEST[:ro]" in out.stderr and "Traceback" not in out.stderr

@@ -66,21 +66,6 @@ def shim_memory(cd: Containerd, runtime: str) -> tuple[int, int]:
         cd.ctr("containers", "rm", cid, check=False)
 
 
-def stop_forkserver(cd: Containerd) -> None:
-    """Stops our fork server, so that the next task of ours starts cold (the server kills its spare)."""
-    import signal
-
-    pids = cd.forkserver_pids()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 5
-    while cd.forkserver_pids() and time.monotonic() < deadline:
-        time.sleep(0.01)
-
-
 def vm_rss(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -198,7 +183,7 @@ def main() -> int:
                 status("cold runs")
                 times[COLD] = []
                 for i in range(args.cold):
-                    stop_forkserver(cd)
+                    cd.stop_forkserver()
                     times[COLD].append(time_run(cd, OURS, f"c{i}-{SHORT[OURS]}"))
                     times[RUNC].append(time_run(cd, RUNC, f"c{i}-{SHORT[RUNC]}"))
             memory = {r: shim_memory(cd, r) for r in runtimes}

@@ -45,12 +45,7 @@ def run(agent: GcsAgent, scenario: Scenario, *, timeout: float = 60) -> Any:
             await gc.transport.close()
         return result
 
-    try:
-        result = asyncio.run(main())
-    except BaseException:
-        print(agent.log()[-6000:])
-        raise
-    assert agent.wait() == 0
+    result = agent.run_until_powered_off(main)
     return result
 
 

@@ -88,12 +88,7 @@ def run(agent: GcsAgent, scenario: Callable[[Raw, Transport], Awaitable[None]]) 
             raw.conn.close()
             await transport.close()
 
-    try:
-        asyncio.run(main())
-    except BaseException:
-        print(agent.log()[-6000:])
-        raise
-    assert agent.wait() == 0
+    agent.run_until_powered_off(main)
 
 
 def assert_error(body: dict[str, Any], hresult: int) -> None:

@@ -44,12 +44,7 @@ def run(agent: GcsAgent, scenario) -> None:  # type: ignore[no-untyped-def]
         finally:
             await gc.close()
 
-    try:
-        asyncio.run(main())
-    except BaseException:
-        print(agent.log()[-6000:])
-        raise
-    assert agent.wait() == 0
+    agent.run_until_powered_off(main)
 
 
 def test_combined_layers_make_an_overlay_rootfs_whose_writes_land_in_the_scratch(agent: GcsAgent, rootfs: str,

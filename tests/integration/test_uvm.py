@@ -41,16 +41,13 @@ def run(coro):
 
 def test_a_vm_boots_from_the_initrd_and_its_gcs_negotiates(boot_files: Path, no_vm_left) -> None:
     async def body() -> None:
-        vm = await UtilityVM.create(options(boot_files, "initrd"))
-        try:
+        async with await UtilityVM.create(options(boot_files, "initrd")) as vm:
             await vm.start()
             assert vm.state is State.RUNNING and vm.gcs is not None
             proc = await vm.gcs.exec_in_uvm(["cat", "/proc/cmdline"])
             out, _ = await proc.communicate()
             assert await proc.wait() == 0
             assert b"panic=-1" in out and b"/bin/gcs" in out
-        finally:
-            await vm.close()
         assert vm.state is State.CLOSED and not vm.unexpected
 
     run(body())
@@ -58,16 +55,13 @@ def test_a_vm_boots_from_the_initrd_and_its_gcs_negotiates(boot_files: Path, no_
 
 def test_a_vm_boots_from_rootfs_vhd_and_its_gcs_negotiates(boot_files: Path, no_vm_left) -> None:
     async def body() -> None:
-        vm = await UtilityVM.create(options(boot_files, "vhd", root_fs_type="vhd"))
-        try:
+        async with await UtilityVM.create(options(boot_files, "vhd", root_fs_type="vhd")) as vm:
             await vm.start()
             assert vm.gcs is not None
             proc = await vm.gcs.exec_in_uvm(["sh", "-c", "grep ' / ' /proc/mounts"])
             out, err = await proc.communicate()
             assert await proc.wait() == 0, err
             assert out.startswith(b"/dev/sda / ext4 ro"), out
-        finally:
-            await vm.close()
 
     run(body())
 
@@ -106,8 +100,7 @@ def test_a_shared_host_directory_and_a_scsi_disk_are_visible_in_the_guest(boot_f
     subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(disk)], check=True)
 
     async def body() -> None:
-        vm = await UtilityVM.create(options(boot_files, "devices"))
-        try:
+        async with await UtilityVM.create(options(boot_files, "devices")) as vm:
             await vm.start()
             assert vm.gcs is not None
             s = await vm.add_share(str(share), read_only=True)
@@ -128,16 +121,13 @@ def test_a_shared_host_directory_and_a_scsi_disk_are_visible_in_the_guest(boot_f
             await vm.remove_scsi(again)
             await vm.remove_scsi(d)
             assert vm.scsi_disks == []
-        finally:
-            await vm.close()
 
     run(body())
 
 
 def test_kill_9_of_qemu_is_an_unexpected_exit_and_leaves_nothing(boot_files: Path, no_vm_left) -> None:
     async def body() -> None:
-        vm = await UtilityVM.create(options(boot_files, "killed"))
-        try:
+        async with await UtilityVM.create(options(boot_files, "killed")) as vm:
             await vm.start()
             assert vm.qemu is not None
             proc = await vm.gcs.exec_in_uvm(["sleep", "1000"])
@@ -146,8 +136,6 @@ def test_kill_9_of_qemu_is_an_unexpected_exit_and_leaves_nothing(boot_files: Pat
             assert status == 137 and vm.unexpected and vm.state is State.STOPPED
             with pytest.raises((ConnectionError, OSError)):
                 await asyncio.wait_for(proc.wait(), 30)
-        finally:
-            await vm.close()
 
     run(body())
 
@@ -242,8 +230,7 @@ def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_a
     root = f"/run/gcs/c/{cid}"
 
     async def body() -> None:
-        vm = await UtilityVM.create(options(boot_files, "ctr"))
-        try:
+        async with await UtilityVM.create(options(boot_files, "ctr")) as vm:
             await vm.start()
             gc = vm.gcs
             assert gc is not None
@@ -283,8 +270,6 @@ def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_a
             assert await init.wait(timeout=60) == 137
             await container.wait(timeout=60)
             await container.delete_state()
-        finally:
-            await vm.close()
 
     run(body())
 
@@ -295,8 +280,7 @@ def test_a_network_adapter_is_hot_plugged_on_a_host_tap_and_found_by_its_mac(boo
     subprocess.run(["ip", "tuntap", "add", "dev", tap, "mode", "tap"], check=True)
     try:
         async def body() -> None:
-            vm = await UtilityVM.create(options(boot_files, "nic"))
-            try:
+            async with await UtilityVM.create(options(boot_files, "nic")) as vm:
                 await vm.start()
                 nic = await vm.add_network_adapter(tap)
                 assert vm.network_adapters == [nic] and nic.mac.startswith("02:")
@@ -315,8 +299,6 @@ def test_a_network_adapter_is_hot_plugged_on_a_host_tap_and_found_by_its_mac(boo
                     await vm.add_network_adapter(tap)
                 await vm.remove_network_adapter(nic)
                 assert vm.network_adapters == []
-            finally:
-                await vm.close()
 
         run(body())
     finally:

@@ -165,12 +165,6 @@ def delegate(path: str, *, argv: list[str], bundle: str, options: bytes, listene
         sock.close()
 
 
-def running(path: str) -> bool:
-    from hcsshim.shim.manager import can_connect
-
-    return can_connect(path)
-
-
 # -- the server ----------------------------------------------------------------------------------------------
 #
 # The server process (S) never accepts: it keeps one pre-forked spare (P) blocked in accept() on the server
@@ -184,9 +178,11 @@ def ensure_running(bundle: str, *, address: str, inherited: list[socket.socket])
 
     `inherited` are the daemon's sockets, which the server must not keep open. The server is a grandchild
     (double fork), so this daemon never has to reap it; the cost here is two forks (~2 ms)."""
+    from hcsshim.shim.manager import can_connect
+
     ttrpc = os.environ.get("TTRPC_ADDRESS", "")
     path = socket_path(bundle)
-    if not ttrpc or path is None or running(path):
+    if not ttrpc or path is None or can_connect(path):
         return
     try:
         pid = os.fork()

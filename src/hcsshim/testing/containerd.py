@@ -553,6 +553,19 @@ class Containerd:
         containerd does, so they are not leftovers while it runs."""
         return sorted(pid for pid, argv in self._my_processes().items() if "forkserver" in argv[1:])
 
+    def stop_forkserver(self, timeout: float = 5.0) -> None:
+        """SIGTERM to the shim's fork server (it kills its spare), waiting until it is gone: the next task of
+        this containerd gets a cold daemon, which starts a new fork server."""
+        pids = self.forkserver_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while self.forkserver_pids() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def _leftovers_now(self) -> list[str]:
         procs = self._my_processes()
         if self._proc is not None and self._proc.poll() is None:

@@ -12,10 +12,14 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 __all__ = ["GcsAgent"]
+
+
+T = TypeVar("T")
 
 
 class GcsAgent:
@@ -96,6 +100,19 @@ class GcsAgent:
                 os.close(fd)
             self._host_fds = None
         return proc.returncode
+
+    def run_until_powered_off(self, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """asyncio.run(main()) (a scenario that ends by powering the agent off), then the agent must exit 0;
+        on failure the agent's log is printed to help the reader."""
+        import asyncio
+
+        try:
+            result = asyncio.run(main())
+        except BaseException:
+            print(self.log()[-6000:])
+            raise
+        assert self.wait() == 0
+        return result
 
     def log(self) -> str:
         try:

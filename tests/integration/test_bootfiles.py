@@ -6,6 +6,7 @@ on a clean machine the first build downloads ~85 MB of Debian packages and takes
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -116,3 +117,24 @@ def test_a_missing_kernel_fails_at_once_naming_the_file(out: Path, tmp_path: Pat
     run = boot(tmp_path / "no-vmlinux", out / "initrd.img", ["/bin/true"], timeout=30)
     assert run.returncode != 0
     assert "no-vmlinux" in run.console_text() and run.elapsed < 20
+
+
+def test_the_default_base_has_only_the_stdlib_the_guest_imports_as_bytecode(out: Path) -> None:
+    from hcsshim.boot.archive import FILE, SYMLINK, read_archive
+
+    root = read_archive((out / "initrd.cpio").read_bytes())
+    lib = f"usr/lib/python{json.loads((out / 'info/build.json').read_text())['python']}"
+    stdlib = {p[len(lib) + 1:] for p in root.entries if p.startswith(lib + "/") and root.entries[p].kind == FILE}
+    # what the agent imports, and the codecs the interpreter starts with, as sourceless .pyc files
+    for need in ("asyncio/base_events.pyc", "json/decoder.pyc", "logging/__init__.pyc", "encodings/utf_8.pyc",
+                 "encodings/__init__.pyc", "os.pyc", "ctypes/__init__.pyc", "shlex.pyc"):
+        assert need in stdlib, need
+    assert any(p.startswith("lib-dynload/_asyncio.") for p in stdlib)
+    assert not [p for p in stdlib if p.endswith(".py")], "stdlib sources shipped"
+    for never in ("email/", "tkinter/", "unittest/", "multiprocessing/", "ssl.pyc", "encodings/cp1252.pyc",
+                  "lib-dynload/_codecs_jp"):
+        assert not [p for p in stdlib if p.startswith(never)], never
+    assert sum(len(root.entries[f"{lib}/{p}"].data) for p in stdlib) < 8 << 20
+    # one busybox, the one init runs on; /bin/gcs is the Python script itself (no shell, no runpy)
+    assert root.entries["bin/busybox"].kind == SYMLINK
+    assert root.entries["bin/gcs"].data.startswith(b"#!/usr/bin/python3 -IS\n")

@@ -39,7 +39,7 @@ from hcsshim.boot.modules import GUEST_MODULES, ROOT_MODULES, ModuleError, Modul
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 BUSYBOX_PATH = "usr/lib/hcsshim/busybox"  # the static busybox /init runs on, whatever BASE provides
 GUEST_PACKAGES = ("guest", "bridge", "transport", "runc")  # hcsshim subpackages the GCS needs (stdlib only)
-GUEST_SITE = "usr/lib/python3/dist-packages"  # on Debian's python3 sys.path
+GUEST_SITE = "usr/lib/python3/dist-packages"  # where the guest code goes (/bin/gcs puts it on sys.path)
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
 # Libraries of the default base's programs (runc, mke2fs, python3 and the extension modules kept).
 BASE_LIB_PACKAGES = ("libc6", "libexpat1", "zlib1g", "libffi8", "libseccomp2", "libext2fs2", "libcom-err2",
@@ -54,10 +54,18 @@ STDLIB_SKIP_FILES = frozenset({"pydoc.py", "turtle.py", "doctest.py", "idle.py",
                                "imaplib.py", "nntplib.py", "smtplib.py", "ftplib.py", "pdb.py", "tabnanny.py"})
 DYNLOAD_SKIP = ("_test", "xx", "_ctypes_test", "_curses", "readline", "_tkinter", "ossaudiodev", "audioop", "nis",
                 "_dbm", "_gdbm", "_sqlite3")
-GCS_LAUNCHER = b"""#!/bin/sh
-# The hcsshim guest agent (Python): see hcsshim.guest.main for its flags.
-exec python3 -m hcsshim.guest.main "$@"
-"""
+# /bin/gcs: the BASE's /usr/bin/python3 straight from the shebang (no shell, no runpy), isolated (-I: no
+# environment, no user site) and without the site module (-S: the guest code is stdlib-only); the boot path
+# of a utility VM pays for every module imported, under TCG ~25x what it costs natively.
+GCS_LAUNCHER = f"""#!/usr/bin/python3 -IS
+# The hcsshim guest agent: see hcsshim.guest.main for its flags.
+import sys
+
+sys.path.insert(0, "/{GUEST_SITE}")
+from hcsshim.guest.main import main
+
+sys.exit(main())
+""".encode()
 
 
 STAGES = ("resolving packages", "downloading packages", "unpacking packages", "kernel", "kernel modules", "base",
@@ -157,8 +165,9 @@ def _elf_needs_resolvable(data: bytes, roots: list[Path]) -> bool:
         return False
 
 
-def default_base(pk: dict[str, Path], pyver: str, log: Log) -> Tree:
-    """The default BASE from unpacked Debian packages (package name -> unpacked directory)."""
+def default_base(pk: dict[str, Path], pyver: str, log: Log, guest: Tree, *, compile_pyc: bool = True) -> Tree:
+    """The default BASE from unpacked Debian packages (package name -> unpacked directory), for the delta's
+    guest code `guest` (the tree guest_python makes): its Python has the stdlib modules that code needs."""
     tree = Tree()
     for d in ("dev", "proc", "sys", "run", "tmp", "root", "etc", "var/log", "var/lib", "lib/modules", "mnt"):
         tree.add(d, Entry.dir(0o1777 if d == "tmp" else 0o700 if d == "root" else 0o755))
@@ -168,9 +177,10 @@ def default_base(pk: dict[str, Path], pyver: str, log: Log) -> Tree:
     tree.add("etc/hostname", Entry.file(b"uvm\n"))
     tree.add("etc/hosts", Entry.file(b"127.0.0.1\tlocalhost\n::1\tlocalhost\n"))
 
-    # busybox and its applets (the binary lists its own links)
+    # busybox and its applets (the binary lists its own links); one copy, where the delta puts its own
     bb = pk["busybox-static"]
-    _add_path(tree, bb, "bin/busybox")
+    _add_path(tree, bb, "bin/busybox", BUSYBOX_PATH)
+    tree.add("bin/busybox", Entry.symlink(f"/{BUSYBOX_PATH}"))
     try:
         applets = subprocess.run([str(bb / "bin/busybox"), "--list-full"], capture_output=True, text=True,
                                  check=True).stdout.split()
@@ -180,7 +190,9 @@ def default_base(pk: dict[str, Path], pyver: str, log: Log) -> Tree:
         if a != "bin/busybox":
             tree.add(a, Entry.symlink("/bin/busybox"))
 
-    # python3
+    # python3: the interpreter and the part of the stdlib the guest's code imports (stdlib_closure), as
+    # sourceless .pyc files when this build runs the guest's Python version (less to unpack, no stat of a
+    # source per import), else as sources
     py = pk[f"python{pyver}-minimal"]
     _add_path(tree, py, f"usr/bin/python{pyver}")
     tree.add("usr/bin/python3", Entry.symlink(f"python{pyver}"))
@@ -188,26 +200,41 @@ def default_base(pk: dict[str, Path], pyver: str, log: Log) -> Tree:
     elves: list[bytes] = [(py / f"usr/bin/python{pyver}").read_bytes()]
     names = [f"python{pyver}"]
     stdlib = f"usr/lib/python{pyver}"
+    sources: dict[str, Path] = {}  # path under the stdlib dir -> file in an unpacked package
     for pkg in (f"libpython{pyver}-minimal", f"libpython{pyver}-stdlib"):
-        root = pk[pkg]
-        base = root / stdlib
+        base = pk[pkg] / stdlib
         for dirpath, dirs, files in os.walk(base):
             dirs[:] = sorted(d for d in dirs if d not in STDLIB_SKIP_DIRS)
             for f in sorted(files):
-                if f.endswith(".py") and f not in STDLIB_SKIP_FILES:
-                    _add_path(tree, root, str((Path(dirpath) / f).relative_to(root)))
+                if f.endswith(".py") and f not in STDLIB_SKIP_FILES and (Path(dirpath) / f).exists():
+                    sources[(Path(dirpath) / f).relative_to(base).as_posix()] = Path(dirpath) / f  # symlinks too
         dyn = base / "lib-dynload"
         if dyn.is_dir():
             for so in sorted(dyn.iterdir()):
-                if so.name.startswith(DYNLOAD_SKIP):
-                    continue
-                data = so.read_bytes()
-                if _elf_needs_resolvable(data, lib_roots):
-                    _add_path(tree, root, str(so.relative_to(root)))
-                    elves.append(data)
-                    names.append(so.name)
-                else:
-                    log(f"default base: leaving out {so.name} (its shared libraries are not in the base)")
+                if not so.name.startswith(DYNLOAD_SKIP):
+                    sources[f"lib-dynload/{so.name}"] = so
+    needed = stdlib_closure({k: v for k, v in sources.items() if k.endswith(".py")},
+                            [k.removeprefix("lib-dynload/") for k in sources if k.startswith("lib-dynload/")],
+                            guest, log)
+    tree.add(f"{stdlib}/lib-dynload", Entry.dir())  # sys.exec_prefix's landmark
+    for rel in sorted(needed):
+        src = sources[rel]
+        data = src.read_bytes()
+        if rel.startswith("lib-dynload/"):
+            if not _elf_needs_resolvable(data, lib_roots):
+                log(f"default base: leaving out {src.name} (its shared libraries are not in the base)")
+                continue
+            tree.add(f"{stdlib}/{rel}", Entry.file(data, src.stat().st_mode & 0o7777))
+            elves.append(data)
+            names.append(src.name)
+        elif compile_pyc:
+            try:
+                tree.add(f"{stdlib}/{rel}c", Entry.file(_pyc(data, f"/{stdlib}/{rel}")))
+            except (SyntaxError, ValueError) as err:
+                log(f"byte-compile /{stdlib}/{rel}: {err}; left as source")
+                tree.add(f"{stdlib}/{rel}", Entry.file(data))
+        else:
+            tree.add(f"{stdlib}/{rel}", Entry.file(data))
 
     # runc and mke2fs
     _add_path(tree, pk["runc"], "usr/sbin/runc")
@@ -226,6 +253,61 @@ def default_base(pk: dict[str, Path], pyver: str, log: Log) -> Tree:
     if missing:
         raise BuildError("default base: shared libraries not found in the base packages: " + ", ".join(missing))
     return tree
+
+
+# Modules the interpreter itself imports from files at start-up (the rest of what it needs is frozen), the
+# codecs the guest may meet, and site for whoever runs python3 in the VM. The guest's own modules are added.
+STDLIB_ROOTS = ("encodings", "encodings.aliases", "encodings.utf_8", "encodings.utf_8_sig", "encodings.ascii",
+                "encodings.latin_1", "encodings.idna", "encodings.unicode_escape", "encodings.raw_unicode_escape",
+                "site")
+# Imported only on paths the guest never takes (ssl: the GCS blocks it; the rest from `main()`s, optional
+# features and other imports inside functions of the modules it does use).
+STDLIB_EXCLUDES = ("ssl", "_ssl", "multiprocessing", "email", "urllib", "http", "xml", "tarfile", "zipfile",
+                   "lzma", "bz2", "gzip", "decimal", "_decimal", "argparse", "pydoc", "doctest", "unittest", "pdb",
+                   "statistics", "fractions", "csv", "pprint", "tracemalloc", "rlcompleter", "readline",
+                   "sitecustomize", "_osx_support", "_aix_support", "_bootsubprocess")
+
+
+def stdlib_closure(sources: dict[str, Path], extensions: list[str], guest: Tree, log: Log) -> set[str]:
+    """The stdlib files the guest code in `guest` needs, as paths under the stdlib directory (extension
+    modules as lib-dynload/NAME): modulefinder from every hcsshim module under GUEST_SITE plus STDLIB_ROOTS,
+    following every import statement, function-level ones included, but not into STDLIB_EXCLUDES. `sources`
+    maps the stdlib's .py paths to their files, `extensions` names the lib-dynload files."""
+    import modulefinder
+
+    with tempfile.TemporaryDirectory(prefix="hcsshim-stdlib-") as tmp:
+        lib, site = Path(tmp, "lib"), Path(tmp, "site")
+        for rel, src in sources.items():
+            (lib / rel).parent.mkdir(parents=True, exist_ok=True)
+            (lib / rel).write_bytes(src.read_bytes())
+        (lib / "lib-dynload").mkdir(parents=True, exist_ok=True)
+        for name in extensions:
+            (lib / "lib-dynload" / name).write_bytes(b"")  # modulefinder only needs the names
+        roots = list(STDLIB_ROOTS)
+        for p in guest.paths():
+            e = guest.entries[p]
+            if p.startswith(f"{GUEST_SITE}/") and p.endswith(".py") and e.kind == FILE:
+                rel = p[len(GUEST_SITE) + 1:]
+                (site / rel).parent.mkdir(parents=True, exist_ok=True)
+                (site / rel).write_bytes(e.data)
+                roots.append(rel[:-3].removesuffix("/__init__").replace("/", "."))
+        script = Path(tmp, "roots.py")
+        script.write_text("".join(f"import {m}\n" for m in roots))
+        finder = modulefinder.ModuleFinder(path=[str(site), str(lib), str(lib / "lib-dynload")],
+                                           excludes=list(STDLIB_EXCLUDES))
+        try:
+            finder.run_script(str(script))
+        except (SyntaxError, ImportError) as e:
+            raise BuildError(f"default base: finding the stdlib modules the guest imports: {e}") from None
+        missing = sorted(m for m in finder.badmodules if m.split(".")[0] == "hcsshim")
+        if missing:
+            log(f"default base: guest imports not found: {', '.join(missing)}")
+        needed = set()
+        for mod in finder.modules.values():
+            f = getattr(mod, "__file__", None)
+            if f and Path(f).is_relative_to(lib):
+                needed.add(Path(f).relative_to(lib).as_posix())
+    return needed
 
 
 # ---------------------------------------------------------------- python byte code
@@ -474,26 +556,25 @@ def _build_staged(base: Path | None, base_bytes: bytes | None, base_tree: Tree |
     for name, mods in (("hcsshim.load", early), ("hcsshim.load.later", later)):
         delta.add(f"lib/modules/{kver}/{name}", Entry.file("".join(f"{m.path}\n" for m in mods).encode()))
 
+    py_tree, shipped = guest_python(log)
+    result.notes += [f"guest packages shipped: hcsshim.{', hcsshim.'.join(shipped)}"]
+    same_python = f"{sys.version_info[0]}.{sys.version_info[1]}" == pyver
+
     stage("base")
     if base_tree is not None and base_bytes is not None:
         base_desc = f"sha256:{_sha256(base_bytes)} {base.name}" if base else ""
     else:
-        base_tree = default_base(unpacked, pyver, log)
+        base_tree = default_base(unpacked, pyver, log, py_tree, compile_pyc=same_python)
         base_desc = "default (Debian packages: see packages)"
 
     stage("delta")
     delta.add("init", Entry.file(INIT_SCRIPT.read_bytes(), 0o755))
     _add_path(delta, unpacked["busybox-static"], "bin/busybox", BUSYBOX_PATH)
     delta.add("bin/gcs", Entry.file(GCS_LAUNCHER, 0o755))
-    py_tree, shipped = guest_python(log)
-    result.notes += [f"guest packages shipped: hcsshim.{', hcsshim.'.join(shipped)}"]
     delta.merge(py_tree)
     stage("byte-compiling")
-    same_python = f"{sys.version_info[0]}.{sys.version_info[1]}" == pyver
     if same_python:
         byte_compile(delta, GUEST_SITE, log)
-        if base is None:
-            byte_compile(base_tree, f"usr/lib/python{pyver}", log)
     else:
         result.notes.append(f"no .pyc files: the build runs Python {sys.version_info[0]}.{sys.version_info[1]}, "
                             f"the guest {pyver}")

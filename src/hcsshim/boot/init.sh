@@ -50,8 +50,8 @@ log 6 "started"
 
 # ---- root on a disk (root=/dev/X on the kernel command line, rootfs.vhd): the initramfs (initrd-vhd.cpio)
 # only loads the storage drivers, mounts that root read-only and hands over to its /init, same arguments.
+[ -e /proc/self ] || { $BB mkdir -p /proc && $BB mount -t proc -o nodev,nosuid,noexec proc /proc; }  # after a root switch: moved here
 if [ "$$" = 1 ] && [ -z "$HCSSHIM_ROOT_SWITCHED" ]; then
-	$BB mount -t proc proc /proc 2>/dev/null
 	read -r cmdline </proc/cmdline
 	root_dev=
 	for t in $cmdline; do
@@ -73,13 +73,12 @@ if [ "$$" = 1 ] && [ -z "$HCSSHIM_ROOT_SWITCHED" ]; then
 		$BB mkdir -p /newroot
 		$BB mount -t ext4 -o ro,noload "$root_dev" /newroot || die "mount root $root_dev"
 		[ -x /newroot/init ] || die "root $root_dev has no /init"
-		$BB umount /proc
 		$BB mount --move /dev /newroot/dev || die "move /dev to the new root"
+		$BB mount --move /proc /newroot/proc || die "move /proc to the new root"
 		log 6 "switching to root $root_dev"
 		export HCSSHIM_ROOT_SWITCHED=1
 		exec $BB switch_root /newroot /init "$@"
 	fi
-	$BB umount /proc
 fi
 
 err_port= out_port= in_port= writable=
@@ -95,8 +94,8 @@ done
 shift $((OPTIND - 1))
 
 # ---- file systems
-mkdir -p /proc /sys /run /tmp /dev/pts /dev/shm
-mount -t proc -o nodev,nosuid,noexec proc /proc || die "mount /proc"
+mkdir -p /sys /run /tmp /dev/pts /dev/shm
+[ -e /proc/self ] || die "mount /proc"
 for fd in fd:/proc/self/fd stdin:/proc/self/fd/0 stdout:/proc/self/fd/1 stderr:/proc/self/fd/2; do
 	ln -sfn "${fd#*:}" "/dev/${fd%%:*}"
 done

@@ -29,7 +29,7 @@ GUEST_MODULES: tuple[str, ...] = (
 # else (SCSI, ext4, overlay, 9p, vsock, dm-verity, network, pmem, entropy) loads in the background, at low
 # priority, while the GCS's Python starts; init then creates /run/hcsshim/modules.ready, which the GCS awaits
 # before a request that needs one of them. Under TCG each module costs ~50 ms, the GCS's start ~2 s.
-EARLY_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_mmio", "virtio_console")
+EARLY_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_console")  # PCI: QEMU's q35 (virtio_mmio loads later)
 
 # What the small initramfs that boots rootfs.vhd (initrd-vhd.cpio) loads to mount root=/dev/sda.
 ROOT_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_scsi", "sd_mod", "ext4")

@@ -105,9 +105,9 @@ async def serve(args: Any) -> int:
 
     from hcsshim.guest.containers import Guest
     from hcsshim.guest.server import Connection, Notifier
-    from hcsshim.transport.base import FdConn, open_transport
+    from hcsshim.transport.base import FdConn
 
-    transport = open_transport(args.transport, role="guest")
+    transport = await _open_transport(args.transport)
     start = getattr(transport, "start", None)
     if start is not None:
         await start()
@@ -162,6 +162,42 @@ async def serve(args: Any) -> int:
     if runner.done() and not runner.cancelled() and runner.exception() is not None:
         raise runner.exception()  # type: ignore[misc]
     return 0
+
+
+DEVICE_WAIT = 30.0  # seconds a mux:DEVICE may take to appear
+
+
+async def _open_transport(spec: str) -> Any:
+    """open_transport, waiting for a mux:DEVICE to appear. The host names virtio-serial ports one by one after
+    the driver probes them, and init links /dev/virtio-ports/NAME only for the ports it was given itself: a
+    missing link is found through sysfs (what udev would have linked) and made here."""
+    import asyncio
+
+    from hcsshim.transport.base import open_transport
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEVICE_WAIT
+    while True:
+        try:
+            return open_transport(spec, role="guest")
+        except FileNotFoundError:
+            if not spec.startswith("mux:") or loop.time() > deadline:
+                raise
+            _link_virtio_port(spec[4:])
+            await asyncio.sleep(0.02)
+
+
+def _link_virtio_port(path: str) -> None:
+    directory, _, name = path.rpartition("/")
+    if directory != "/dev/virtio-ports":
+        return
+    with contextlib.suppress(OSError):
+        for port in os.listdir("/sys/class/virtio-ports"):
+            with open(f"/sys/class/virtio-ports/{port}/name") as f:
+                if f.read().strip() == name:
+                    os.makedirs(directory, exist_ok=True)
+                    os.symlink(f"../{port}", path)
+                    return
 
 
 def main(argv: list[str] | None = None) -> int:

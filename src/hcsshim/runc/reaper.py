@@ -3,11 +3,12 @@
 Two waiters share one spawn/run/watch API:
 
 * `Reaper` owns *every* exit of the process.  `start()` makes the process a child subreaper (so container
-  inits and other orphans of our children are reparented to us) and installs a SIGCHLD handler on the
-  running loop that reaps with ``waitpid(-1, WNOHANG)`` until no exited child is left.  Each exit is
-  dispatched once: to the futures of `watch(pid)` registered for it and to every `subscribe()` callback.
-  An exit nobody watches yet is kept (the last `keep`, default 1024) for the first later `watch(pid)`:
-  a container init may exit before its pid is read from runc's pid file.
+  inits and other orphans of our children are reparented to us; the first `spawn()` sets the flag, as
+  there is no descendant to adopt before it and a VM's boot path saves importing ctypes) and installs a
+  SIGCHLD handler on the running loop that reaps with ``waitpid(-1, WNOHANG)`` until no exited child is
+  left.  Each exit is dispatched once: to the futures of `watch(pid)` registered for it and to every
+  `subscribe()` callback.  An exit nobody watches yet is kept (the last `keep`, default 1024) for the first
+  later `watch(pid)`: a container init may exit before its pid is read from runc's pid file.
 * `PidfdWaiter` is for processes that are *not* subreapers and must not steal other code's children:
   `watch(pid)` waits on ``pidfd_open(pid)`` with ``loop.add_reader`` and reaps only that pid.  It can only
   watch direct children.  It needs no start; it is what `Runc` uses when given no waiter.
@@ -235,6 +236,9 @@ class _Waiter:
     def _check_can_watch(self) -> None:
         """Raise before spawning when a child could not be watched (so none is left unreaped)."""
 
+    def _before_spawn(self) -> None:
+        """What must hold before a child exists (Reaper: the subreaper flag)."""
+
     def _watch_new(self, pid: int) -> asyncio.Future[int]:
         """Watch a child we just spawned (no exit of an earlier process with the same pid applies)."""
         return self.watch(pid)
@@ -307,6 +311,7 @@ class _Waiter:
         are closed in the child except pass_fds, which keep their numbers.
         """
         self._check_can_watch()
+        self._before_spawn()
         ours: list[int | None] = [None, None, None]
         theirs: list[int] = []
         spec: list[int | None] = [stdin, stdout, stderr]
@@ -405,13 +410,14 @@ class Reaper(_Waiter):
     A closed Reaper can be started again.
     """
 
-    __slots__ = ("_keep", "_loop", "_subreaper", "_unclaimed")
+    __slots__ = ("_keep", "_loop", "_subreaper", "_unclaimed", "_want_subreaper")
 
     def __init__(self, *, keep: int = 1024) -> None:
         super().__init__()
         self._keep = keep
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._subreaper = False
+        self._want_subreaper = False  # start(subreaper=True): set the flag before the first spawn
+        self._subreaper = False  # the flag is set (close clears it)
         self._unclaimed: dict[int, tuple[int, float]] = {}  # pid -> (status, loop time when reaped)
 
     @property
@@ -423,12 +429,15 @@ class Reaper(_Waiter):
         loop = asyncio.get_running_loop()
         if self._loop is not None:
             raise RuntimeError("reaper start: already started")
-        if subreaper:
-            _set_child_subreaper(True)
-        self._subreaper = subreaper
+        self._want_subreaper = subreaper
         loop.add_signal_handler(signal.SIGCHLD, self._reap)
         self._loop = loop
         self._reap()  # children that exited before the handler was there
+
+    def _before_spawn(self) -> None:
+        if self._want_subreaper and not self._subreaper:
+            _set_child_subreaper(True)
+            self._subreaper = True
 
     def close(self) -> None:
         loop = self._loop
@@ -438,6 +447,7 @@ class Reaper(_Waiter):
         self._loop = None
         if not loop.is_closed():
             loop.remove_signal_handler(signal.SIGCHLD)
+        self._want_subreaper = False
         if self._subreaper:
             self._subreaper = False
             _set_child_subreaper(False)

@@ -149,7 +149,7 @@ def test_resources_that_are_not_there_get_error_results_and_the_agent_keeps_serv
     run(agent, scenario)
 
 
-async def _modules_loaded() -> None:
+async def _modules_loaded(*names: str) -> None:
     """Outside a utility VM every kernel module the agent needs is there already."""
 
 

@@ -102,6 +102,18 @@ class Container:
         return any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces if isinstance(ns, dict))
 
 
+SYS_MODULE = "/sys/module"
+
+
+def _module_live(name: str) -> bool:
+    """The module is loaded and its init has run (a module's /sys/module entry appears before its init)."""
+    try:
+        with open(f"{SYS_MODULE}/{name}/initstate") as f:
+            return f.read().strip() == "live"
+    except OSError:
+        return False
+
+
 class Guest:
     """The agent's state and the operations behind the bridge requests.
 
@@ -129,18 +141,27 @@ class Guest:
         self.storage = Storage(self)
         self.networks = Networks(self)
 
-    async def kernel_modules(self, timeout: float = 120.0) -> None:
-        """Waits until init has loaded the kernel modules it loads in the background (-modules-ready FILE):
-        9p, networking and pmem are among them. A no-op when no such file was named (not in a utility VM)."""
+    async def kernel_modules(self, *names: str, timeout: float = 120.0) -> None:
+        """Waits until init has loaded what a request needs of the kernel modules it loads in the background
+        (-modules-ready FILE: it exists once they are all in): the named modules, each live in /sys/module,
+        or all of them when none is named. A no-op when no such file was named (not in a utility VM)."""
         marker = self.modules_ready
-        if not marker or os.path.exists(marker):
+        if not marker:
+            return
+
+        def ready() -> bool:
+            return os.path.exists(marker) or (bool(names) and all(_module_live(n) for n in names))
+
+        if ready():
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not os.path.exists(marker):
+        while not ready():
             if loop.time() > deadline:
-                raise HResultError(E_FAIL, f"kernel modules: {marker} did not appear within {timeout:.0f} s")
-            await asyncio.sleep(0.05)
+                what = ", ".join(names) or "all"
+                raise HResultError(E_FAIL, f"kernel modules ({what}): not loaded within {timeout:.0f} s "
+                                           f"({marker} did not appear)")
+            await asyncio.sleep(0.02)
 
     async def start(self) -> None:
         for d in ("", "c", "runc", "gcsrunc"):

@@ -128,7 +128,9 @@ class Storage:
             await asyncio.sleep(0.01)
 
     async def add_disk(self, s: dict[str, Any]) -> None:
-        await self.guest.kernel_modules()  # virtio-scsi, sd, ext4 load in the background at boot
+        # virtio-scsi, sd and ext4 load in the background at boot, first of init's list
+        fstype = field(s, "Filesystem") or "ext4"
+        await self.guest.kernel_modules("virtio_scsi", "sd_mod", *(("ext4",) if fstype.startswith("ext") else ()))
         target = field(s, "MountPath")
         if not target:
             return
@@ -140,7 +142,6 @@ class Storage:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.symlink(device, target)
             return
-        fstype = field(s, "Filesystem") or "ext4"
         if field(s, "EnsureFilesystem", bool) and not _has_ext_fs(device):
             status, _, err = await self.guest.reaper.run([f"mkfs.{fstype}", "-q", "-F", device]) \
                 if fstype.startswith("ext") else await self.guest.reaper.run([f"mkfs.{fstype}", "-f", device])
@@ -166,7 +167,7 @@ class Storage:
     # --- VPMem --------------------------------------------------------------------------------------------
 
     async def add_vpmem(self, s: dict[str, Any]) -> None:
-        await self.guest.kernel_modules()
+        await self.guest.kernel_modules("virtio_pmem", "nd_pmem", "ext4")
         number = field(s, "DeviceNumber", "uint32")
         target = field(s, "MountPath")
         if field(s, "MappingInfo", dict):
@@ -183,7 +184,7 @@ class Storage:
         assert self.share_root is not None
         if not self.share_tag or os.path.ismount(self.share_root):
             return
-        await self.guest.kernel_modules()  # 9p loads in the background while the agent starts
+        await self.guest.kernel_modules("9p", "9pnet_virtio")  # loaded in the background while the agent starts
         try:
             os.makedirs(self.share_root, exist_ok=True)
             mount(self.share_tag, self.share_root, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144,cache=none")
@@ -226,7 +227,7 @@ class Storage:
     # --- overlay ------------------------------------------------------------------------------------------
 
     async def add_layers(self, s: dict[str, Any]) -> None:
-        await self.guest.kernel_modules()  # overlay
+        await self.guest.kernel_modules("overlay")
         target = field(s, "ContainerRootPath")
         layers = [field(layer, "Path") for layer in field(s, "Layers", list) or [] if isinstance(layer, dict)]
         scratch = field(s, "ScratchPath")

@@ -44,7 +44,8 @@ LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", 
 # Libraries of the default base's programs (runc, mke2fs, python3 and the extension modules kept).
 BASE_LIB_PACKAGES = ("libc6", "libexpat1", "zlib1g", "libffi8", "libseccomp2", "libext2fs2", "libcom-err2",
                      "libblkid1", "libuuid1")
-# Parts of the stdlib the guest never imports: left out to keep the initrd (unpacked into RAM) small.
+# Never candidates for the default base's stdlib (stdlib_closure picks what the guest imports from the rest): not
+# copied into modulefinder's scratch tree, and never shipped, whatever a function-level import reaches.
 STDLIB_SKIP_DIRS = frozenset({
     "test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils",
     "unittest", "sqlite3", "dbm", "curses", "venv", "msilib", "__pycache__", "config-3.11-x86_64-linux-gnu",

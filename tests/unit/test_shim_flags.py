@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from hcsshim.shim import flags as f
-from hcsshim.shim import manager
+from hcsshim.shim import manager, paths
 
 
 def test_containerd_start_command_line_is_parsed_like_go_flag() -> None:
@@ -41,14 +41,14 @@ def test_missing_required_flags_are_named() -> None:
 
 def test_socket_address_is_containerds_hash_of_address_namespace_and_id() -> None:
     want = hashlib.sha256(b"/run/containerd/containerd.sock/default/test1").hexdigest()
-    assert manager.socket_address("/run/containerd/containerd.sock", "default", "test1") == \
+    assert paths.socket_address("/run/containerd/containerd.sock", "default", "test1") == \
         f"unix:///run/containerd/s/{want}"
 
 
 def test_runc_root_follows_containerds_state_dir() -> None:
     bundle = "/tmp/x/state/io.containerd.runtime.v2.task/default/c1"
-    assert manager.runc_root(bundle, "default") == "/tmp/x/state/runhcs/runc/default"
-    assert manager.runc_root("/elsewhere/c1", "k8s.io") == "/run/containerd/runhcs/runc/k8s.io"
+    assert paths.runc_root(bundle, "default") == "/tmp/x/state/runhcs/runc/default"
+    assert paths.runc_root("/elsewhere/c1", "k8s.io") == "/run/containerd/runhcs/runc/k8s.io"
 
 
 @pytest.mark.parametrize("annotations, group", [

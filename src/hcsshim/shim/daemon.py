@@ -23,6 +23,8 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hcsshim.shim.flags import Flags
 
 log = logging.getLogger("hcsshim.shim")
@@ -81,12 +83,12 @@ def setup_logging(bundle: str, flags: Flags) -> int | None:
 
 
 def run(listener: socket.socket, flags: Flags, *, bundle: str, socket_path: str, socket_inode: int,
-        options: bytes, loop: object = None) -> int:
+        options: bytes, loop: object = None, on_loaded: Callable[[], None] | None = None) -> int:
     """Runs the daemon until it is told to stop; returns the exit status.
 
-    A cold daemon (forked by `start` itself) imports everything here, then starts this containerd's fork server
-    (see forkserver.py) so that later `start`s get a warm daemon. A daemon from the fork server has it all
-    loaded already and brings the event `loop` it made while it waited."""
+    A cold daemon (forked by `start` itself) imports everything here, then calls `on_loaded` (`start` passes the
+    fork server's ensure_running, so that later `start`s get a warm daemon, see forkserver.py). A daemon from the
+    fork server has it all loaded already and brings the event `loop` it made while it waited."""
     setup_logging(bundle, flags)
     import sys
 
@@ -98,10 +100,8 @@ def run(listener: socket.socket, flags: Flags, *, bundle: str, socket_path: str,
 
     from hcsshim.shim import service  # noqa: F401 - the whole import graph, before the collector returns
 
-    if loop is None:
-        from hcsshim.shim import forkserver
-
-        forkserver.ensure_running(bundle, address=flags.address, inherited=[listener])
+    if on_loaded is not None:
+        on_loaded()
     gc.enable()
     with asyncio.Runner(loop_factory=None if loop is None else lambda: loop) as runner:  # type: ignore[return-value]
         return runner.run(_serve(listener, flags, bundle=bundle, socket_path=socket_path,
@@ -123,7 +123,7 @@ async def _serve(listener: socket.socket, flags: Flags, *, bundle: str, socket_p
 
     from hcsshim.runc import Reaper, Runc
     from hcsshim.shim.events import Publisher
-    from hcsshim.shim.manager import runc_root
+    from hcsshim.shim.paths import runc_root
     from hcsshim.shim.service import SERVICE, TaskService
     from hcsshim.ttrpc import Server
 

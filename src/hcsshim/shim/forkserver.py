@@ -49,6 +49,8 @@ import marshal
 import os
 import sys
 
+from hcsshim.shim.paths import can_connect, state_dir_of
+
 TYPE_CHECKING = False  # not typing's: this module is on the start path
 if TYPE_CHECKING:
     import _socket
@@ -71,8 +73,6 @@ class ForkServerError(Exception):
 
 def socket_path(bundle: str) -> str | None:
     """`<state>/runhcs/forkserver.sock` of the containerd instance owning `bundle`; None when there is none."""
-    from hcsshim.shim.manager import state_dir_of
-
     state = state_dir_of(bundle)
     if state is None:
         return None
@@ -178,8 +178,6 @@ def ensure_running(bundle: str, *, address: str, inherited: list[socket.socket])
 
     `inherited` are the daemon's sockets, which the server must not keep open. The server is a grandchild
     (double fork), so this daemon never has to reap it; the cost here is two forks (~2 ms)."""
-    from hcsshim.shim.manager import can_connect
-
     ttrpc = os.environ.get("TTRPC_ADDRESS", "")
     path = socket_path(bundle)
     if not ttrpc or path is None or can_connect(path):
@@ -254,7 +252,7 @@ def _preload() -> None:
     import json  # noqa: F401 - config.json
 
     from hcsshim import libc, mount  # noqa: F401
-    from hcsshim.shim import metrics, oom, service, stdio, task  # noqa: F401
+    from hcsshim.shim import service  # noqa: F401 - and with it every module a daemon runs
 
     libc.libc()
 

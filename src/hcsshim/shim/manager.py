@@ -22,51 +22,25 @@ import os
 import sys
 
 from hcsshim.shim.flags import Flags, UsageError
+from hcsshim.shim.paths import (
+    ANNOTATION_CONTAINER_TYPE,
+    ANNOTATION_RUNC_GROUP,
+    ANNOTATION_SANDBOX_ID,
+    DELETE_RESPONSE_FILE,
+    INIT_PID_FILE,
+    SOCKET_DIR,
+    can_connect,
+    runc_root,
+    socket_address,
+    write_file_atomic,
+)
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~12 ms on the start and delete paths
 if TYPE_CHECKING:
     import _socket
 
-SOCKET_DIR = "/run/containerd/s"
-TASK_DIR_NAME = "io.containerd.runtime.v2.task"
-ANNOTATION_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
-ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
-ANNOTATION_RUNC_GROUP = "io.containerd.runc.v2.group"
-INIT_PID_FILE = "init.pid"
-# Written by the daemon when it deleted a task: the marshalled DeleteResponse, so that containerd's `delete` call
-# (which it waits for after every disconnect) can answer without loading protobuf or calling runc.
-DELETE_RESPONSE_FILE = "shim-delete-response.pb"
-
-
 class StartError(Exception):
     """`start` cannot proceed; the message is printed and containerd fails the Create with it."""
-
-
-def socket_address(containerd_address: str, namespace: str, group_id: str) -> str:
-    """The shim socket address, as containerd's shim.SocketAddress computes it."""
-    try:
-        from _sha256 import sha256  # the builtin module: hashlib would load OpenSSL on the start path
-    except ImportError:
-        from hashlib import sha256
-    path = os.path.normpath(os.path.join(containerd_address, namespace, group_id))
-    return "unix://" + os.path.join(SOCKET_DIR, sha256(path.encode()).hexdigest())
-
-
-def state_dir_of(bundle: str) -> str | None:
-    """containerd's state directory, from a bundle path `<state>/io.containerd.runtime.v2.task/<ns>/<id>`."""
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(bundle)))
-    if os.path.basename(parent) != TASK_DIR_NAME:
-        return None
-    return os.path.dirname(parent)
-
-
-def runc_root(bundle: str, namespace: str) -> str:
-    """The runc --root of this containerd instance and namespace: `<state>/runhcs/runc/<ns>`.
-
-    Deriving it from containerd's state dir keeps several containerd instances (tests, demos) apart."""
-    state = state_dir_of(bundle)
-    base = os.path.join(state, "runhcs") if state else "/run/containerd/runhcs"
-    return os.path.join(base, "runc", namespace)
 
 
 def read_annotations(bundle: str) -> dict[str, str]:
@@ -108,20 +82,6 @@ def group_id(task_id: str, annotations: dict[str, str]) -> str:
     return annotations.get(ANNOTATION_RUNC_GROUP) or task_id
 
 
-def can_connect(path: str) -> bool:
-    import _socket  # the C module: `socket` costs ~11 ms of imports (enum, selectors) on the start path
-
-    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    try:
-        s.settimeout(1.0)
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def listen(path: str) -> _socket.socket | None:
     """Binds and listens on path; None when a live shim already serves it (a pod member joining).
 
@@ -147,13 +107,6 @@ def listen(path: str) -> _socket.socket | None:
         sock.close()
         raise
     return sock
-
-
-def write_file_atomic(path: str, data: str | bytes) -> None:
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path))
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _read_stdin() -> bytes:
@@ -191,12 +144,14 @@ def start(flags: Flags) -> int:
                     os.dup2(null, fd)
                 os.close(null)
                 _raise_oom_score()
-                import socket
+                import socket  # the cold daemon's imports: after the fork, off the start path
 
-                from hcsshim.shim import daemon
+                from hcsshim.shim import daemon, forkserver
 
-                rc = daemon.run(socket.socket(fileno=sock.detach()), flags, bundle=bundle, socket_path=path,
-                                socket_inode=inode, options=options)
+                listener = socket.socket(fileno=sock.detach())
+                rc = daemon.run(listener, flags, bundle=bundle, socket_path=path, socket_inode=inode,
+                                options=options, on_loaded=lambda: forkserver.ensure_running(
+                                    bundle, address=flags.address, inherited=[listener]))
             except BaseException:
                 import traceback
 

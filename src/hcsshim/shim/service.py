@@ -17,9 +17,12 @@ from google.protobuf.empty_pb2 import Empty
 
 from hcsshim.api.containerd.events import task_pb2 as ev
 from hcsshim.api.containerd.task.v2 import shim_pb2 as api
+from hcsshim.api.containerd.types.task_pb2 import ProcessInfo
+from hcsshim.api.runc.options.oci_pb2 import ProcessDetails
 from hcsshim.api.runhcs.options.runhcs_pb2 import Options
 from hcsshim.shim.events import pack_any
-from hcsshim.shim.manager import DELETE_RESPONSE_FILE, write_file_atomic
+from hcsshim.shim.paths import DELETE_RESPONSE_FILE, write_file_atomic
+from hcsshim.shim.runcbackend import RuncSandbox
 from hcsshim.shim.task import Host, Task
 from hcsshim.ttrpc import errors
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from hcsshim.runc import Reaper, Runc
+    from hcsshim.shim.backend import Sandbox
     from hcsshim.ttrpc.server import RequestContext
 
 log = logging.getLogger("hcsshim.shim.service")
@@ -69,8 +73,9 @@ class TaskService:
         self._creating: set[str] = set()
         self._background: set[asyncio.Task] = set()
         self.shutdown_requested = asyncio.Event()
-        self.host = Host(runc, reaper, publish, self._spawn, namespace)
+        self.host = Host(publish, self._spawn, namespace)
         self.publish = publish
+        self.sandbox: Sandbox = RuncSandbox(self.host, runc, reaper)
 
     def _spawn(self, coro: Awaitable, *, name: str | None = None) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -87,6 +92,7 @@ class TaskService:
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.sandbox.close()
 
     def methods(self) -> dict[str, tuple[type, Callable]]:
         return {
@@ -126,7 +132,7 @@ class TaskService:
         parse_options(req.id, req.options)
         self._creating.add(req.id)
         try:
-            task = await Task.create(self.host, req)
+            task = await Task.create(self.host, self.sandbox, req)
         finally:
             self._creating.discard(req.id)
         self.tasks[req.id] = task
@@ -146,6 +152,7 @@ class TaskService:
         resp = await task.delete_process(req.exec_id)
         if not req.exec_id:
             del self.tasks[req.id]
+            await self.sandbox.container_deleted(req.id)
             try:
                 write_file_atomic(os.path.join(task.bundle, DELETE_RESPONSE_FILE), resp.SerializeToString())
             except OSError as exc:
@@ -153,9 +160,6 @@ class TaskService:
         return resp
 
     async def pids(self, ctx: RequestContext, req: api.PidsRequest) -> api.PidsResponse:
-        from hcsshim.api.containerd.types.task_pb2 import ProcessInfo
-        from hcsshim.api.runc.options.oci_pb2 import ProcessDetails
-
         task = self._task(req.id)
         by_pid = {p.pid: p.exec_id for p in task.execs.values() if p.pid}
         infos = []
@@ -221,10 +225,7 @@ class TaskService:
         return self._task(req.id).process(req.exec_id).state()
 
     async def stats(self, ctx: RequestContext, req: api.StatsRequest) -> api.StatsResponse:
-        from hcsshim.shim.metrics import metrics_from_runc
-
-        data = await self._task(req.id).stats()
-        return api.StatsResponse(stats=pack_any(metrics_from_runc(data)))
+        return api.StatsResponse(stats=pack_any(await self._task(req.id).stats()))
 
     async def connect(self, ctx: RequestContext, req: api.ConnectRequest) -> api.ConnectResponse:
         task = self.tasks.get(req.id)

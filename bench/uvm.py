@@ -108,6 +108,7 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
 
     The container gets a scratch disk formatted on the host beforehand, as hcsshim copies a formatted
     scratch template."""
+    from hcsshim.bridge.resources import CombinedLayers, MappedVirtualDisk
     from hcsshim.testing.rootfs import oci_spec
     from hcsshim.uvm import UtilityVM, UVMOptions
 
@@ -124,15 +125,12 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
         gcs = time.perf_counter() - t
         assert vm.gcs is not None and vm.qemu is not None
         disk = await vm.add_scsi(str(layer), read_only=True)
-        await vm.gcs.modify("MappedVirtualDisk", "Add", {"MountPath": "/run/mounts/scsi/m0", "Controller": 0,
-                                                         "Lun": disk.lun, "ReadOnly": True})
+        await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/mounts/scsi/m0", lun=disk.lun, read_only=True))
         sd = await vm.add_scsi(str(scratch), read_only=False)
-        await vm.gcs.modify("MappedVirtualDisk", "Add", {"MountPath": "/run/gcs/c/b1", "Controller": 0,
-                                                         "Lun": sd.lun, "ReadOnly": False})
+        await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/gcs/c/b1", lun=sd.lun))
         root = "/run/gcs/c/b1/rootfs"
-        await vm.gcs.modify("CombinedLayers", "Add", {"ContainerId": "b1", "ContainerRootPath": root,
-                                                      "Layers": [{"Path": "/run/mounts/scsi/m0"}],
-                                                      "ScratchPath": "/run/gcs/c/b1/scratch/b1"})
+        await vm.gcs.modify(CombinedLayers(container_id="b1", container_root_path=root,
+                                           layers=["/run/mounts/scsi/m0"], scratch_path="/run/gcs/c/b1/scratch/b1"))
         container = await vm.gcs.create_container("b1", oci_spec(root, ["echo", "hello"]))
         init = await container.start_init()
         first = await init.stdout.recv()

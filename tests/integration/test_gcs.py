@@ -15,6 +15,7 @@ import pytest
 
 from hcsshim import bridge
 from hcsshim.bridge import HResultError, Requests, Rpc
+from hcsshim.bridge.resources import ContainerConstraints
 from hcsshim.gcs import GuestConnection
 from hcsshim.testing.gcsagent import GcsAgent, running_agent
 from hcsshim.testing.rootfs import oci_spec
@@ -191,8 +192,7 @@ def test_sigkill_ends_a_process_with_137_and_a_second_signal_is_not_delivered(ag
             await p.resize(10, 10)
         stats = (await c.properties(["Statistics"]))["LCOWMetrics"]
         assert stats["pids"]["current"] == 2 and stats["memory"]["usage"]["usage"] > 0
-        await gc.modify("ContainerConstraints", "Update", {"Windows": {}, "Linux": {"memory": {"limit": 64 << 20}}},
-                        container_id=c.id)
+        await gc.modify(ContainerConstraints(linux={"memory": {"limit": 64 << 20}}), "Update", container_id=c.id)
         stats = (await c.properties(["Statistics"]))["LCOWMetrics"]
         assert stats["memory"]["usage"]["limit"] == 64 << 20
         assert await p.kill() is True

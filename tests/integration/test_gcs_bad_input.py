@@ -130,7 +130,8 @@ def test_invalid_json_and_unknown_types_get_error_results_on_the_same_connection
         msg = await raw.recv()
         assert msg is not None and msg.id == id and msg.type == 0x20100901
         assert_error(msg.json(), bridge.E_NOTIMPL)
-        _, body = await raw.call(Rpc.MODIFY_SETTINGS, Requests.modify("NoSuchResource", "Add", {}))
+        unknown = {"RequestType": "Add", "ResourceType": "NoSuchResource", "Settings": {}}  # no class for it
+        _, body = await raw.call(Rpc.MODIFY_SETTINGS, Requests.modify(unknown))
         assert_error(body, bridge.E_FAIL)
         _, body = await raw.call(Rpc.GET_PROPERTIES, Requests.properties(NULL, []))
         assert body["Result"] == 0

@@ -9,10 +9,24 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from hcsshim.bridge import VMCOMPUTE_INVALID_JSON, HResultError
+from hcsshim.bridge import VMCOMPUTE_INVALID_JSON, HResultError, Requests, Rpc
+from hcsshim.bridge.resources import (
+    CombinedLayers,
+    IPConfig,
+    Layer,
+    MappedDirectory,
+    MappedVirtualDisk,
+    ModificationRequest,
+    NetworkAdapter,
+    Route,
+    SCSIDevice,
+    VPCIDevice,
+    VPMemDevice,
+)
 from hcsshim.gcs import GuestConnection
 from hcsshim.testing.gcsagent import GcsAgent, running_agent
 from hcsshim.testing.rootfs import oci_spec
@@ -56,9 +70,9 @@ def test_combined_layers_make_an_overlay_rootfs_whose_writes_land_in_the_scratch
     target, scratch = bundle / "rootfs", bundle / "scratch" / "ov"
 
     async def scenario(gc: GuestConnection) -> None:
-        await gc.modify("CombinedLayers", "Add", {"ContainerID": "ov", "ContainerRootPath": str(target),
-                                                  "Layers": [{"Path": str(top)}, {"Path": rootfs}],
-                                                  "ScratchPath": str(scratch)})
+        combined = CombinedLayers(container_id="ov", container_root_path=str(target),
+                                  layers=[Layer(str(top)), Layer(rootfs)], scratch_path=str(scratch))
+        await gc.modify(combined, "Add")
         c = await gc.create_container("ov", oci_spec(str(target), ["sh", "-c", "cat /hello.txt; echo new > /written"],
                                                      readonly=False), scratch=str(scratch))
         p = await c.start_init()
@@ -67,7 +81,7 @@ def test_combined_layers_make_an_overlay_rootfs_whose_writes_land_in_the_scratch
         await c.wait(10)
         assert (scratch / "upper" / "written").read_text() == "new\n"
         assert not (Path(rootfs) / "written").exists()
-        await gc.modify("CombinedLayers", "Remove", {"ContainerRootPath": str(target)})
+        await gc.modify(CombinedLayers(container_root_path=str(target)), "Remove")
         await c.delete_state()
         assert not bundle.exists()
 
@@ -78,8 +92,8 @@ def test_a_mapped_directory_is_bound_from_the_share_root_read_only(agent: GcsAge
     mount_path = agent.root / "mounts" / "m0"
 
     async def scenario(gc: GuestConnection) -> None:
-        await gc.modify("MappedDirectory", "Add", {"MountPath": str(mount_path), "ShareName": "s1",
-                                                   "Port": 564, "ReadOnly": True})
+        await gc.modify(MappedDirectory(mount_path=str(mount_path), share_name="s1", port=564, read_only=True),
+                        "Add")
         spec = oci_spec(rootfs, ["sh", "-c", "cat /data/file; touch /data/x 2>/dev/null || echo read-only"])
         spec["mounts"].append({"destination": "/data", "type": "bind", "source": str(mount_path),
                                "options": ["rbind", "ro"]})
@@ -89,10 +103,25 @@ def test_a_mapped_directory_is_bound_from_the_share_root_read_only(agent: GcsAge
         await p.wait(10)
         await c.wait(10)
         await c.delete_state()
-        await gc.modify("MappedDirectory", "Remove", {"MountPath": str(mount_path)})
+        await gc.modify(MappedDirectory(mount_path=str(mount_path)), "Remove")
         assert not mount_path.exists()
         with pytest.raises(HResultError, match="invalid share name"):
-            await gc.modify("MappedDirectory", "Add", {"MountPath": str(mount_path), "ShareName": "../.."})
+            await gc.modify(MappedDirectory(mount_path=str(mount_path), share_name="../.."), "Add")
+
+    run(agent, scenario)
+
+
+def test_a_mapped_single_file_is_bound_onto_a_file_at_the_mount_path(agent: GcsAgent, shares: Path) -> None:
+    (shares / "one.conf").write_text("a single shared file\n")
+    mount_path = agent.root / "mounts" / "m1" / "one.conf"
+
+    async def scenario(gc: GuestConnection) -> None:
+        await gc.modify(MappedDirectory(mount_path=str(mount_path), share_name="one.conf", read_only=True), "Add")
+        assert mount_path.is_file() and mount_path.read_text() == "a single shared file\n"
+        with pytest.raises(OSError):
+            mount_path.write_text("x")
+        await gc.modify(MappedDirectory(mount_path=str(mount_path)), "Remove")
+        assert not mount_path.exists()
 
     run(agent, scenario)
 
@@ -106,11 +135,11 @@ def test_a_network_adapter_is_moved_into_the_containers_namespace_and_configured
         namespace = "5F0B4E3C-1111-4222-8333-944455556666"
 
         async def scenario(gc: GuestConnection) -> None:
-            await gc.modify("Network", "Add", {
-                "NamespaceID": namespace, "ID": "0f1e2d3c-0000-4000-8000-000000000001",
-                "MacAddress": mac.upper().replace(":", "-"), "DNSSuffix": "example.test,corp.test",
-                "DNSServerList": "10.123.0.1", "IPConfigs": [{"IPAddress": "10.123.0.2", "PrefixLength": 24}],
-                "Routes": [{"NextHop": "10.123.0.1", "DestinationPrefix": "0.0.0.0/0", "Metric": 5}]})
+            await gc.modify(NetworkAdapter(
+                namespace_id=namespace, id="0f1e2d3c-0000-4000-8000-000000000001",
+                mac_address=mac.upper().replace(":", "-"), dns_suffix="example.test,corp.test",
+                dns_server_list="10.123.0.1", ip_configs=[IPConfig("10.123.0.2", 24)],
+                routes=[Route(next_hop="10.123.0.1", destination_prefix="0.0.0.0/0", metric=5)]), "Add")
             spec = oci_spec(rootfs, ["sh", "-c", "ip -4 addr show; ip route; cat /etc/resolv.conf"],
                             network_namespace=namespace.lower())
             c = await gc.create_container("net", spec)
@@ -124,9 +153,9 @@ def test_a_network_adapter_is_moved_into_the_containers_namespace_and_configured
             assert not Path(f"/sys/class/net/{name}a").exists()  # moved out of the agent's namespace
             await c.wait(10)
             await c.delete_state()
-            await gc.modify("Network", "Remove", {"NamespaceID": namespace,
-                                                  "ID": "0f1e2d3c-0000-4000-8000-000000000001"})
-            await gc.modify("Network", "Remove", {"NamespaceID": "unknown-namespace"})  # a no-op
+            await gc.modify(NetworkAdapter(namespace_id=namespace, id="0f1e2d3c-0000-4000-8000-000000000001"),
+                            "Remove")
+            await gc.modify(NetworkAdapter(namespace_id="unknown-namespace"), "Remove")  # a no-op
 
         run(agent, scenario)
     finally:
@@ -136,28 +165,23 @@ def test_a_network_adapter_is_moved_into_the_containers_namespace_and_configured
 def test_resources_that_are_not_there_get_error_results_and_the_agent_keeps_serving(agent: GcsAgent) -> None:
     async def scenario(gc: GuestConnection) -> None:
         with pytest.raises(HResultError, match="pmem7"):
-            await gc.modify("VPMemDevice", "Add", {"DeviceNumber": 7, "MountPath": str(agent.root / "p7")})
+            await gc.modify(VPMemDevice(device_number=7, mount_path=str(agent.root / "p7")), "Add")
         with pytest.raises(HResultError, match="SCSI controller 0"):
-            await gc.modify("MappedVirtualDisk", "Add", {"MountPath": str(agent.root / "m0"), "Lun": 1})
+            await gc.modify(MappedVirtualDisk(mount_path=str(agent.root / "m0"), lun=1), "Add")
         with pytest.raises(HResultError, match="not supported"):
-            await gc.modify("VPCIDevice", "Add", {"VMBusGUID": "x"})
-        with pytest.raises(HResultError) as e:
-            await gc.modify("CombinedLayers", "Add", {"ContainerRootPath": 5})
+            await gc.modify(VPCIDevice(vmbus_guid="x"), "Add")
+        malformed = {"RequestType": "Add", "ResourceType": "CombinedLayers", "Settings": {"ContainerRootPath": 5}}
+        with pytest.raises(HResultError, match="CombinedLayers: field ContainerRootPath: expected string") as e:
+            await gc.request(Rpc.MODIFY_SETTINGS, Requests.modify(malformed), "modify with a malformed resource")
         assert e.value.hresult == VMCOMPUTE_INVALID_JSON
         assert await gc.properties([]) == {}
 
     run(agent, scenario)
 
 
-async def _modules_loaded(*names: str) -> None:
-    """Outside a utility VM every kernel module the agent needs is there already."""
-
-
 def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_path: Path) -> None:
     """The SCSI part of sysfs does not exist on this host, so that tree is laid out by hand; the disk (a loop
     device), mkfs and the mounts are real."""
-    from types import SimpleNamespace
-
     from hcsshim.guest.storage import Storage, is_mountpoint
     from hcsshim.runc import PidfdWaiter
 
@@ -177,24 +201,24 @@ def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_pa
     (sysfs / "bus/scsi/devices/2:0:0:3/block/sdz/size").write_text("65536\n")  # sectors: the disk is read in
     dev.mkdir()
     (dev / "sdz").symlink_to(device)
-    guest = SimpleNamespace(reaper=PidfdWaiter(), transport=None, kernel_modules=_modules_loaded)
-    storage = Storage(guest, sysfs=str(sysfs), dev=str(dev))  # type: ignore[arg-type]
+    storage = Storage(PidfdWaiter(), None, sysfs=str(sysfs), dev=str(dev))
     rw, ro = tmp_path / "mnt" / "rw", tmp_path / "mnt" / "ro"
 
     async def scenario() -> None:
         assert storage.scsi_host(0) == 2
-        await storage.modify("MappedVirtualDisk", "Add", {"MountPath": str(rw), "Lun": 3, "EnsureFilesystem": True,
-                                                          "Filesystem": "ext4"})
+        def disk(request: str, **kw: Any) -> ModificationRequest:
+            return ModificationRequest.of(MappedVirtualDisk(lun=3, **kw), request)
+
+        await storage.modify(disk("Add", mount_path=str(rw), ensure_filesystem=True, filesystem="ext4"))
         (rw / "f").write_text("on the disk\n")
-        await storage.modify("MappedVirtualDisk", "Remove", {"MountPath": str(rw), "Lun": 3})
+        await storage.modify(disk("Remove", mount_path=str(rw)))
         assert not rw.exists()
-        await storage.modify("MappedVirtualDisk", "Add", {"MountPath": str(ro), "Lun": 3, "ReadOnly": True,
-                                                          "Options": ["ro"]})
+        await storage.modify(disk("Add", mount_path=str(ro), read_only=True, options=["ro"]))
         assert (ro / "f").read_text() == "on the disk\n"
         with pytest.raises(OSError):
             (ro / "g").write_text("x")
         (sysfs / "bus/scsi/devices/2:0:0:3/delete").write_text("")
-        await storage.modify("SCSIDevice", "Remove", {"Controller": 0, "Lun": 3})  # hot-unplug request
+        await storage.modify(ModificationRequest.of(SCSIDevice(lun=3), "Remove"))  # hot-unplug request
         assert (sysfs / "bus/scsi/devices/2:0:0:3/delete").read_text() == "1"
         await storage.close()  # power-off path: unmounts what is left
         assert not is_mountpoint(str(ro))

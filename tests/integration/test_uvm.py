@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hcsshim.bridge.resources import CombinedLayers, MappedDirectory, MappedVirtualDisk
 from hcsshim.uvm import State, UtilityVM, UVMError, UVMOptions
 
 RUN_ROOT = "/run/hcsshim/uvm-test"
@@ -22,17 +24,37 @@ def options(boot_files: Path, name: str, **kw) -> UVMOptions:
                       run_root=RUN_ROOT, **kw)
 
 
+def ours(vm_id: str) -> bool:
+    """A VM of this test process: options() ends every id with our pid (other runs may share RUN_ROOT)."""
+    return vm_id.endswith(f"-{os.getpid()}")
+
+
 def qemu_processes() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "hcsshim-uvm-"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """QEMU processes running a VM of ours: their argv names a run dir RUN_ROOT/<our id>/ (QEMU of other test
+    runs and other run roots on this machine are not ours)."""
+    run_dir = re.compile(re.escape(RUN_ROOT).encode() + rb"/([^/,]+)/")
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]).startswith(b"qemu-system") and any(
+                ours(m.group(1).decode()) for arg in argv for m in run_dir.finditer(arg)):
+            found.append(int(pid))
+    return found
+
+
+def run_dirs() -> list[str]:
+    return [d for d in os.listdir(RUN_ROOT) if ours(d)] if os.path.isdir(RUN_ROOT) else []
 
 
 @pytest.fixture
 def no_vm_left():
     yield
     assert qemu_processes() == [], "a QEMU of ours is still running"
-    leftover = os.listdir(RUN_ROOT) if os.path.isdir(RUN_ROOT) else []
-    assert leftover == [], f"run dirs left behind: {leftover}"
+    assert run_dirs() == [], f"run dirs left behind: {run_dirs()}"
 
 
 def run(coro):
@@ -104,11 +126,9 @@ def test_a_shared_host_directory_and_a_scsi_disk_are_visible_in_the_guest(boot_f
             await vm.start()
             assert vm.gcs is not None
             s = await vm.add_share(str(share), read_only=True)
-            await vm.gcs.modify("MappedDirectory", "Add", {"MountPath": "/run/host-share", "ShareName": s.name,
-                                                           "Port": 564, "ReadOnly": True})
+            await vm.gcs.modify(MappedDirectory(mount_path="/run/host-share", share_name=s.name, read_only=True))
             d = await vm.add_scsi(str(disk), read_only=True)
-            await vm.gcs.modify("MappedVirtualDisk", "Add", {"MountPath": "/run/mounts/scsi/m1", "Controller": 0,
-                                                             "Lun": d.lun, "ReadOnly": True})
+            await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/mounts/scsi/m1", lun=d.lun, read_only=True))
             proc = await vm.gcs.exec_in_uvm(["cat", "/run/host-share/hello.txt", "/run/mounts/scsi/m1/on-disk.txt"])
             out, err = await proc.communicate()
             assert await proc.wait() == 0, err
@@ -116,8 +136,7 @@ def test_a_shared_host_directory_and_a_scsi_disk_are_visible_in_the_guest(boot_f
             # a second user of the same disk shares the LUN
             again = await vm.add_scsi(str(disk), read_only=True)
             assert again is d and d.refs == 2
-            await vm.gcs.modify("MappedVirtualDisk", "Remove", {"MountPath": "/run/mounts/scsi/m1",
-                                                                "Controller": 0, "Lun": d.lun})
+            await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/mounts/scsi/m1", lun=d.lun), "Remove")
             await vm.remove_scsi(again)
             await vm.remove_scsi(d)
             assert vm.scsi_disks == []
@@ -238,19 +257,14 @@ def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_a
             for i, layer in enumerate((upper, base)):  # top-most first
                 d = await vm.add_scsi(str(layer), read_only=True)
                 path = f"/run/mounts/scsi/m{i}"
-                await gc.modify("MappedVirtualDisk", "Add", {"MountPath": path, "Controller": 0, "Lun": d.lun,
-                                                             "ReadOnly": True})
+                await gc.modify(MappedVirtualDisk(mount_path=path, lun=d.lun, read_only=True))
                 paths.append(path)
             sd = await vm.add_scsi(str(scratch), read_only=False)
-            await gc.modify("MappedVirtualDisk", "Add", {"MountPath": root, "Controller": 0, "Lun": sd.lun,
-                                                         "ReadOnly": False, "EnsureFilesystem": True,
-                                                         "Filesystem": "ext4"})
-            await gc.modify("CombinedLayers", "Add", {"ContainerId": cid, "ContainerRootPath": f"{root}/rootfs",
-                                                      "Layers": [{"Path": p} for p in paths],
-                                                      "ScratchPath": f"{root}/scratch/{cid}"})
+            await gc.modify(MappedVirtualDisk(mount_path=root, lun=sd.lun, ensure_filesystem=True, filesystem="ext4"))
+            await gc.modify(CombinedLayers(container_id=cid, container_root_path=f"{root}/rootfs", layers=paths,
+                                           scratch_path=f"{root}/scratch/{cid}"))
             s = await vm.add_share(str(share), read_only=True)
-            await gc.modify("MappedDirectory", "Add", {"MountPath": f"{root}/mounts/m0", "ShareName": s.name,
-                                                       "Port": 564, "ReadOnly": True})
+            await gc.modify(MappedDirectory(mount_path=f"{root}/mounts/m0", share_name=s.name, read_only=True))
             spec = oci_spec(f"{root}/rootfs", ["sh", "-c", "cat /upper.txt /etc/lower-only.txt /mnt/share/note.txt;"
                                                " test -e /etc/hidden.txt && echo VISIBLE; sleep 1000"])
             spec["mounts"].append({"destination": "/mnt/share", "type": "bind", "source": f"{root}/mounts/m0",

@@ -1,5 +1,6 @@
 """The GCS bridge protocol (host <-> Linux guest agent), sans-I/O: framing, type codes, JSON conventions,
-HRESULT errors (`wire`) and the message catalogue (`messages`). Shared by both ends; standard library only.
+HRESULT errors (`wire`), the message catalogue (`messages`) and the typed guest resources ModifySettings
+carries (`resources`). Shared by both ends; standard library only.
 """
 
 from hcsshim.bridge.messages import (

@@ -1,7 +1,8 @@
 """The bridge's message catalogue: the bodies of every request, response and notification, both directions.
 
 Host side: `Requests` builds request bodies exactly as the Go host encodes them (base fields first, the
-JSON-in-a-string fields serialized, omitempty fields left out). Guest side: `response`, `negotiate_response`
+JSON-in-a-string fields serialized, omitempty fields left out; ModifySettings' resources are the typed
+documents of `resources`). Guest side: `response`, `negotiate_response`
 and `container_notification` build what the Go GCS sends. Both sides parse with `wire.field`, which is
 lenient the way Go's decoder is.
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hcsshim.bridge.resources import ModificationRequest
 from hcsshim.bridge.wire import NULL_GUID, HResultError, field, int32, json_string, uint32
 
 __all__ = [
@@ -105,11 +107,10 @@ class Requests:
         return request(container_id, Query=json_string({"PropertyTypes": types} if types else {}))
 
     @staticmethod
-    def modify(resource_type: str, request_type: str, settings: Any,
-               container_id: str = NULL_GUID) -> dict[str, Any]:
-        inner: dict[str, Any] = {"RequestType": request_type, "ResourceType": resource_type}
-        if settings is not None:
-            inner["Settings"] = settings
+    def modify(modification: ModificationRequest | dict[str, Any], container_id: str = NULL_GUID) -> dict[str, Any]:
+        """ModifySettings: `Request` is a nested object (bridge.resources); a dict is sent as it is (tests of
+        malformed requests)."""
+        inner = modification.to_json() if isinstance(modification, ModificationRequest) else modification
         return request(container_id, Request=inner)
 
 

@@ -85,6 +85,7 @@ class BootFailed(Exception):
 
 async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | None]:
     """(seconds from start to GCS ready, exit status of --exec or None)."""
+    from hcsshim.bridge.resources import MappedDirectory, MappedVirtualDisk
     from hcsshim.uvm import UtilityVM, UVMError, UVMOptions
 
     opts = UVMOptions(id=f"uvmboot-{os.getpid()}-{index}-{uuid.uuid4().hex[:6]}",
@@ -102,12 +103,11 @@ async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | N
         assert vm.gcs is not None
         for m in args.mount_scsi:
             disk = await vm.add_scsi(m.host, read_only=m.read_only)
-            await vm.gcs.modify("MappedVirtualDisk", "Add", {"MountPath": m.guest, "Controller": 0,
-                                                             "Lun": disk.lun, "ReadOnly": m.read_only})
+            await vm.gcs.modify(MappedVirtualDisk(mount_path=m.guest, lun=disk.lun, read_only=m.read_only))
         for m in args.share:
             share = await vm.add_share(m.host, read_only=m.read_only)
-            await vm.gcs.modify("MappedDirectory", "Add", {"MountPath": m.guest, "ShareName": share.name,
-                                                           "Port": 564, "ReadOnly": m.read_only})
+            await vm.gcs.modify(MappedDirectory(mount_path=m.guest, share_name=share.name, port=564,
+                                                read_only=m.read_only))
         status = None
         if args.exec_:
             proc = await vm.gcs.exec_in_uvm(shlex.split(args.exec_), stdout=True, stderr=True)

@@ -43,6 +43,7 @@ from hcsshim.bridge import (
     field,
     inner_json,
 )
+from hcsshim.bridge.resources import ModificationRequest, Resource
 from hcsshim.transport.base import Conn, Listener, Transport
 
 __all__ = ["BridgeClosed", "Container", "GuestConnection", "Process"]
@@ -228,11 +229,13 @@ class GuestConnection:
         self.capabilities = caps
         self.state = "ready"
 
-    async def modify(self, resource_type: str, request_type: str = "Add", settings: Any = None, *,
-                     container_id: str = NULL_GUID) -> None:
-        await self.request(Rpc.MODIFY_SETTINGS, Requests.modify(resource_type, request_type, settings,
-                                                                container_id),
-                           f"{request_type.lower()} {resource_type}")
+    async def modify(self, resource: Resource, request_type: str = "Add", *, container_id: str = NULL_GUID) -> None:
+        """ModifySettings with one typed guest resource (hcsshim.bridge.resources): request_type Add, Remove or
+        Update; container_id for a container's ContainerConstraints, else the UVM itself."""
+        modification = ModificationRequest.of(resource, request_type)
+        where = f" of container {container_id}" if container_id != NULL_GUID else ""
+        await self.request(Rpc.MODIFY_SETTINGS, Requests.modify(modification, container_id),
+                           f"{request_type.lower()} {modification.resource_type}{where}")
 
     async def properties(self, types: list[str], *, container_id: str = NULL_GUID) -> dict[str, Any]:
         """GetProperties: the decoded Properties object ({} when empty)."""

@@ -2,7 +2,8 @@
 
 Owns the lifecycle objects and the requests that act on them (Create, Start, ExecuteProcess, WaitForProcess,
 SignalProcess, ResizeConsole, Shutdown*, GetProperties, DeleteContainerState); `guest.server` decodes the
-requests and calls `Guest`. Storage and network resources live in `guest.storage` and `guest.network`.
+requests and calls `Guest`. Storage and network resources live in `guest.storage` and `guest.network`,
+which get what they need of the agent (its reaper, transport, module wait) handed in.
 
 Container state machine (a request that needs another state fails with an HRESULT naming the container)::
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -61,9 +63,12 @@ from hcsshim.bridge import (
     uint32,
 )
 from hcsshim.guest import runcinfo, stdio
+from hcsshim.guest.network import Networks
 from hcsshim.guest.process import Process, TaskSet
+from hcsshim.guest.runcinfo import runc_errors
+from hcsshim.guest.storage import Storage
 from hcsshim.mount import mounted_under
-from hcsshim.runc import Reaper, Runc, RuncError
+from hcsshim.runc import DEVNULL, Reaper, Runc, RuncError
 from hcsshim.runc.console import ConsoleSocket
 from hcsshim.transport.base import Conn, Transport
 
@@ -135,11 +140,8 @@ class Guest:
         self.tasks = TaskSet()
         self.no_pivot = runcinfo.root_is_ramfs()
         self.modules_ready: str | None = None  # see kernel_modules()
-        from hcsshim.guest.network import Networks
-        from hcsshim.guest.storage import Storage
-
-        self.storage = Storage(self)
-        self.networks = Networks(self)
+        self.storage = Storage(self.reaper, transport, kernel_modules=self.kernel_modules)
+        self.networks = Networks(self.reaper, kernel_modules=self.kernel_modules)
 
     async def kernel_modules(self, *names: str, timeout: float = 120.0) -> None:
         """Waits until init has loaded what a request needs of the kernel modules it loads in the background
@@ -283,18 +285,19 @@ class Guest:
         try:
             master_task = asyncio.ensure_future(console.receive_master()) if console else None
             try:
-                pid = await self.runc.create(
-                    c.id, c.bundle, pid_file=os.path.join(c.state_dir, "initpid"),
-                    console_socket=console.path if console else None, no_pivot=self.no_pivot,
-                    stdin=pipes.child[0] if pipes else None, stdout=pipes.child[1] if pipes else None,
-                    stderr=pipes.child[2] if pipes else None)
-            except RuncError as e:
+                with runc_errors(op):
+                    pid = await self.runc.create(
+                        c.id, c.bundle, pid_file=os.path.join(c.state_dir, "initpid"),
+                        console_socket=console.path if console else None, no_pivot=self.no_pivot,
+                        stdin=pipes.child[0] if pipes else None, stdout=pipes.child[1] if pipes else None,
+                        stderr=pipes.child[2] if pipes else None)
+            except HResultError:
                 if master_task is not None:
                     master_task.cancel()
-                raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
+                raise
             if pipes is not None:
                 pipes.close_child()
-            init = Process(pid, self.reaper.watch(pid, since=since), "init", c)
+            init = Process(pid, self.reaper.watch(pid, since=since), "init", c.id)
             init.pipes = pipes
             pipes = None
             if master_task is not None:
@@ -304,7 +307,7 @@ class Guest:
                 pipes.close()
             if console is not None:
                 console.close()
-        init.on_exit = self._init_exited
+        init.on_exit = functools.partial(self._init_exited, c)
         c.init = init
         c.processes[pid] = init
         self.tasks.spawn(init.supervise(), f"supervise-init-{c.id}")
@@ -331,9 +334,7 @@ class Guest:
             options = ["bind", "ro" if readonly else "rw"]
             mounts.append({"destination": dest, "type": "bind", "source": path, "options": options})
 
-    async def _init_exited(self, init: Process) -> None:
-        c = init.container
-        assert c is not None
+    async def _init_exited(self, c: Container, init: Process) -> None:
         c.state = "terminated"
         if not c.own_pid_namespace:  # its other processes would keep the stdio pipes open
             with contextlib.suppress(RuncError):
@@ -395,10 +396,8 @@ class Guest:
         conns = await self._dial_stdio(params, ports, op)
         init = c.init
         init.attach(self.tasks, *conns)
-        try:
+        with runc_errors(op):
             await self.runc.start(c.id)
-        except RuncError as e:
-            raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
         if c.state == "created":
             c.state = "running"
         return init.pid
@@ -429,16 +428,15 @@ class Guest:
                 pipes = stdio.Pipes(conns[0] is not None, conns[1] is not None, conns[2] is not None)
             since = asyncio.get_running_loop().time()
             try:
-                pid = await self.runc.exec(
-                    c.id, process, pid_file=pid_file, console_socket=console.path if console else None,
-                    stdin=pipes.child[0] if pipes else None, stdout=pipes.child[1] if pipes else None,
-                    stderr=pipes.child[2] if pipes else None)
-            except RuncError as e:
-                raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
+                with runc_errors(op):
+                    pid = await self.runc.exec(
+                        c.id, process, pid_file=pid_file, console_socket=console.path if console else None,
+                        stdin=pipes.child[0] if pipes else None, stdout=pipes.child[1] if pipes else None,
+                        stderr=pipes.child[2] if pipes else None)
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(pid_file)
-            p = Process(pid, self.reaper.watch(pid, since=since), "exec", c)
+            p = Process(pid, self.reaper.watch(pid, since=since), "exec", c.id)
             if pipes is not None:
                 pipes.close_child()
                 p.pipes, pipes = pipes, None
@@ -544,13 +542,13 @@ class Guest:
             raise HResultError(VMCOMPUTE_TIMEOUT, f"wait for process {pid}: timed out after {timeout_ms} ms"
                                ) from None
         code = p.exit_code if p.exit_code is not None else 255
-        c = p.container
+        c = self.containers.get(p.container_id) if p.container_id else None
         if p.kind == "init" and c is not None:
             c.init_waited = True
             self._maybe_notify(c)
         elif c is not None:
             c.processes.pop(pid, None)
-        else:
+        elif p.container_id is None:
             self.uvm_processes.pop(pid, None)
         return {"ExitCode": uint32(code)}
 
@@ -561,7 +559,7 @@ class Guest:
         p = self.process(cid, pid, "signal process")
         if p.state != "running":
             raise HResultError(ERROR_NOT_FOUND, f"signal process {pid}: the process has exited")
-        c = p.container
+        c = self.containers.get(p.container_id) if p.container_id else None
         if p.kind == "init" and c is not None and sig in (signal.SIGTERM, signal.SIGKILL):
             c.exit_type = EXIT_GRACEFUL if sig == signal.SIGTERM else EXIT_FORCED
         try:
@@ -589,10 +587,11 @@ class Guest:
             return {}  # already gone: nothing to do, the notification follows the init's wait
         c.exit_type = EXIT_FORCED if forced else EXIT_GRACEFUL
         try:
-            await self.runc.kill(cid, signal.SIGKILL if forced else signal.SIGTERM)
-        except RuncError as e:
-            if c.init.state == "running":
-                raise HResultError(runcinfo.runc_hresult(e), f"{op}: {e}") from e
+            with runc_errors(op):
+                await self.runc.kill(cid, signal.SIGKILL if forced else signal.SIGTERM)
+        except HResultError:
+            if c.init.state == "running":  # else it exited meanwhile: the shutdown is done
+                raise
         return {}
 
     async def properties(self, cid: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -606,14 +605,12 @@ class Guest:
                 props["ProcessList"] = [{"ProcessId": pid} for pid in sorted(self.uvm_processes)]
             return {"Properties": json_string(props)}
         c = self.container(cid, "get properties")
-        try:
+        with runc_errors(f"get properties of container {cid}"):
             if "ProcessList" in types:
                 pids = await self.runc.ps(cid) if c.state in ("created", "running") else []
                 props["ProcessList"] = [{"ProcessId": uint32(p)} for p in pids]
             if "Statistics" in types:
                 props["LCOWMetrics"] = runcinfo.metrics(await self.runc.stats(cid))
-        except RuncError as e:
-            raise HResultError(runcinfo.runc_hresult(e), f"get properties of container {cid}: {e}") from e
         return {"Properties": json_string(props)}
 
     async def delete_state(self, cid: str) -> dict[str, Any]:
@@ -623,9 +620,10 @@ class Guest:
             error = HResultError(VMCOMPUTE_INVALID_STATE, f"delete container state {cid}: the container is running")
             raise error
         try:
-            await self.runc.delete(cid, force=True)
-        except RuncError as e:
-            error = HResultError(runcinfo.runc_hresult(e), f"delete container state {cid}: {e}")
+            with runc_errors(f"delete container state {cid}"):
+                await self.runc.delete(cid, force=True)
+        except HResultError as e:
+            error = e  # the state is removed anyway, as the Go GCS does
         self._remove_files(c)
         self.containers.pop(cid, None)
         c.state = "removed"
@@ -666,8 +664,6 @@ class Guest:
 
 
 def _or_devnull(fd: int | None) -> int:
-    from hcsshim.runc import DEVNULL
-
     return DEVNULL if fd is None else fd
 
 

@@ -9,6 +9,9 @@ namespace (``ip link set <if> netns <pid>``) and configured inside it (``nsenter
 EncapOverhead, up, addresses, routes. An adapter added after that is configured at once. Remove takes the
 adapter out of the record (and, when it was moved, back to the agent's namespace); a Remove for an unknown
 namespace succeeds. resolv.conf for containers comes from the adapters' DNS settings.
+
+The settings arrive typed (hcsshim.bridge.resources.NetworkAdapter). What the agent provides (a process
+runner for ip/nsenter, the wait for kernel modules) is handed in.
 """
 
 from __future__ import annotations
@@ -16,20 +19,23 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
-from hcsshim.bridge import E_FAIL, E_INVALIDARG, E_NOTIMPL, HResultError, field
-
-if TYPE_CHECKING:
-    from hcsshim.guest.containers import Guest
+from hcsshim.bridge import E_FAIL, E_INVALIDARG, E_NOTIMPL, HResultError
+from hcsshim.bridge.resources import ModificationRequest, NetworkAdapter
+from hcsshim.runc import PidfdWaiter, Reaper
 
 log = logging.getLogger(__name__)
 
 
+async def _loaded(*names: str) -> None:
+    """Outside a utility VM every kernel module is there already."""
+
+
 class Adapter:
-    def __init__(self, settings: dict[str, Any], ifname: str) -> None:
+    def __init__(self, settings: NetworkAdapter, ifname: str) -> None:
         self.settings = settings
-        self.id = field(settings, "ID").lower()
+        self.id = settings.id.lower()
         self.ifname = ifname
         self.pid: int | None = None  # the process whose netns holds the adapter once moved
 
@@ -42,27 +48,36 @@ class Namespace:
 
 
 class Networks:
-    def __init__(self, guest: Guest, *, sysfs: str = "/sys") -> None:
-        self.guest = guest
+    """The Network half of ModifySettings (see the module docstring). runner runs ip and nsenter
+    (`run(argv)` -> (status, stdout, stderr)); kernel_modules waits for the modules init loads in the
+    background."""
+
+    def __init__(self, runner: Reaper | PidfdWaiter, *, kernel_modules: Callable[..., Awaitable[None]] = _loaded,
+                 sysfs: str = "/sys") -> None:
+        self.runner = runner
+        self.kernel_modules = kernel_modules
         self.sysfs = sysfs
         self.namespaces: dict[str, Namespace] = {}
 
-    async def modify(self, request: str, settings: dict[str, Any]) -> None:
-        ns_id = field(settings, "NamespaceID").lower()
-        if request == "Add":
+    async def modify(self, request: ModificationRequest) -> None:
+        settings = request.settings
+        assert isinstance(settings, NetworkAdapter)
+        ns_id = settings.namespace_id.lower()
+        kind = request.request_type or "Add"
+        if kind == "Add":
             await self.add(ns_id, settings)
-        elif request == "Remove":
+        elif kind == "Remove":
             await self.remove(ns_id, settings)
         else:
-            raise HResultError(E_NOTIMPL, f"modify Network: request type {request!r} is not supported")
+            raise HResultError(E_NOTIMPL, f"modify Network: request type {kind!r} is not supported")
 
-    def interface(self, settings: dict[str, Any]) -> str:
-        nic = field(settings, "ID")
+    def interface(self, settings: NetworkAdapter) -> str:
+        nic = settings.id
         if nic:
             found = glob.glob(os.path.join(self.sysfs, "bus/vmbus/devices", nic, "net", "*"))
             if found:
                 return os.path.basename(found[0])
-        mac = field(settings, "MacAddress").lower().replace("-", ":")
+        mac = settings.mac_address.lower().replace("-", ":")
         if mac:
             for path in glob.glob(os.path.join(self.sysfs, "class/net/*/address")):
                 try:
@@ -73,10 +88,10 @@ class Networks:
                     continue
         raise HResultError(E_FAIL, f"network adapter {nic or '?'} ({mac or 'no MAC'}): no such interface")
 
-    async def add(self, ns_id: str, settings: dict[str, Any]) -> None:
+    async def add(self, ns_id: str, settings: NetworkAdapter) -> None:
         if not ns_id:
             raise HResultError(E_INVALIDARG, "add network adapter: no NamespaceID")
-        await self.guest.kernel_modules()  # virtio-net, veth, bridge load in the background at boot
+        await self.kernel_modules()  # virtio-net, veth, bridge load in the background at boot
         adapter = Adapter(settings, self.interface(settings))
         ns = self.namespaces.setdefault(ns_id, Namespace(ns_id))
         ns.adapters.append(adapter)
@@ -87,11 +102,11 @@ class Networks:
                 ns.adapters.remove(adapter)
                 raise
 
-    async def remove(self, ns_id: str, settings: dict[str, Any]) -> None:
+    async def remove(self, ns_id: str, settings: NetworkAdapter) -> None:
         ns = self.namespaces.get(ns_id)
         if ns is None:
             return
-        nic = field(settings, "ID").lower()
+        nic = settings.id.lower()
         for adapter in list(ns.adapters):
             if adapter.id == nic:
                 ns.adapters.remove(adapter)
@@ -111,7 +126,7 @@ class Networks:
         s, name = adapter.settings, adapter.ifname
         await self._ip(None, "link", "set", "dev", name, "netns", str(pid))
         adapter.pid = pid
-        overhead = field(s, "EncapOverhead", "uint16")
+        overhead = s.encap_overhead
         if overhead:
             try:
                 with open(os.path.join(self.sysfs, "class/net", name, "mtu")) as f:
@@ -121,24 +136,23 @@ class Networks:
             await self._ip(pid, "link", "set", "dev", name, "mtu", str(mtu - overhead))
         await self._ip(pid, "link", "set", "dev", name, "up")
         await self._ip(pid, "link", "set", "dev", "lo", "up")
-        for ip in field(s, "IPConfigs", list) or []:
-            address, prefix = field(ip, "IPAddress"), field(ip, "PrefixLength", "uint8")
-            await self._ip(pid, "addr", "add", f"{address}/{prefix}", "dev", name)
-        for route in field(s, "Routes", list) or []:
-            dest = field(route, "DestinationPrefix") or "default"
+        for ip in s.ip_configs:
+            await self._ip(pid, "addr", "add", f"{ip.ip_address}/{ip.prefix_length}", "dev", name)
+        for route in s.routes:
+            dest = route.destination_prefix or "default"
             if dest in ("0.0.0.0/0", "::/0"):
                 dest = "default"
             args = ["route", "add", dest]
-            if field(route, "NextHop"):
-                args += ["via", field(route, "NextHop")]
+            if route.next_hop:
+                args += ["via", route.next_hop]
             args += ["dev", name]
-            if field(route, "Metric", "uint16"):
-                args += ["metric", str(field(route, "Metric", "uint16"))]
+            if route.metric:
+                args += ["metric", str(route.metric)]
             await self._ip(pid, *args)
 
     async def _ip(self, pid: int | None, *args: str) -> None:
         argv = ["ip", *args] if pid is None else ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", *args]
-        status, _, err = await self.guest.reaper.run(argv)
+        status, _, err = await self.runner.run(argv)
         if status != 0:
             raise HResultError(E_FAIL, f"network: {' '.join(argv)}: {err.decode(errors='replace').strip()}")
 
@@ -147,8 +161,8 @@ class Networks:
         search: list[str] = []
         servers: list[str] = []
         for adapter in ns.adapters if ns else []:
-            search += [x.strip() for x in field(adapter.settings, "DNSSuffix").split(",") if x.strip()]
-            servers += [x.strip() for x in field(adapter.settings, "DNSServerList").split(",") if x.strip()]
+            search += [x.strip() for x in adapter.settings.dns_suffix.split(",") if x.strip()]
+            servers += [x.strip() for x in adapter.settings.dns_server_list.split(",") if x.strip()]
         lines = []
         if search:
             lines.append("search " + " ".join(dict.fromkeys(search)))

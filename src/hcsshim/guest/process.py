@@ -7,7 +7,8 @@ process in the UVM outside containers. Its state machine::
 
 The exit code (0..255, 128+signal when killed) is published only once exited, so a WaitForProcess answer
 always comes after all of the process's output was handed to the host (spec 6.3). `supervise()` is the one
-place an exit is recorded.
+place an exit is recorded. A process knows its container by id only (`container_id`, None in the UVM): the
+containers module owns the containers and finds them.
 
 `TaskSet` owns background tasks (logged when they fail, cancelled and awaited on close), and can start a
 request handler eagerly (`spawn_eager`): its first step runs at once and only a handler that waits
@@ -21,14 +22,11 @@ import collections.abc
 import logging
 import os
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hcsshim.guest import stdio
 from hcsshim.runc import ReaperClosed
 from hcsshim.transport.base import Conn
-
-if TYPE_CHECKING:
-    from hcsshim.guest.containers import Container
 
 __all__ = ["Process", "TaskSet"]
 
@@ -106,10 +104,10 @@ class _Continued(collections.abc.Coroutine):  # type: ignore[type-arg]
 class Process:
     """One process the host can wait for, signal and resize: a container init, an exec, or a UVM process."""
 
-    def __init__(self, pid: int, exit: asyncio.Future[int], kind: str, container: Container | None) -> None:
+    def __init__(self, pid: int, exit: asyncio.Future[int], kind: str, container_id: str | None) -> None:
         self.pid = pid
         self.kind = kind  # "init", "exec" or "uvm"
-        self.container = container
+        self.container_id = container_id
         self._exit = exit
         self.state = "running"
         self.exit_code: int | None = None
@@ -122,7 +120,7 @@ class Process:
         self.on_exit: Callable[[Process], Coroutine[Any, Any, None]] | None = None
 
     def __repr__(self) -> str:
-        where = f" in {self.container.id}" if self.container else ""
+        where = f" in {self.container_id}" if self.container_id else ""
         return f"Process({self.kind} pid {self.pid}{where}, {self.state})"
 
     def attach(self, tasks: TaskSet, stdin: Conn | None, stdout: Conn | None, stderr: Conn | None) -> None:

@@ -1,10 +1,14 @@
 """What the guest agent reads from runc and the system: runc failures as HRESULTs, runc stats as containerd's
-cgroup metrics, whether the root is an initramfs (no pivot_root), and cleaning up the agent's parent cgroup."""
+cgroup metrics, whether the root is an initramfs (no pivot_root), and cleaning up the agent's parent cgroup.
+
+`runc_errors(operation)` is the one place a RuncError becomes the HResultError the host sees: every runc call
+of the agent runs inside it."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from hcsshim.bridge import (
@@ -14,6 +18,7 @@ from hcsshim.bridge import (
     VMCOMPUTE_SYSTEM_ALREADY_EXISTS,
     VMCOMPUTE_SYSTEM_ALREADY_STOPPED,
     VMCOMPUTE_SYSTEM_NOT_FOUND,
+    HResultError,
 )
 from hcsshim.runc import RuncError
 
@@ -32,6 +37,15 @@ def runc_hresult(e: RuncError) -> int:
     if "exists" in text:
         return VMCOMPUTE_SYSTEM_ALREADY_EXISTS
     return E_FAIL
+
+
+@contextlib.contextmanager
+def runc_errors(operation: str) -> Iterator[None]:
+    """A RuncError raised inside becomes HResultError(runc_hresult(e), "<operation>: <runc's reason>")."""
+    try:
+        yield
+    except RuncError as e:
+        raise HResultError(runc_hresult(e), f"{operation}: {e}") from e
 
 
 def metrics(stats: dict[str, Any]) -> dict[str, Any]:

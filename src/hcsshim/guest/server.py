@@ -41,8 +41,11 @@ from hcsshim.bridge import (
     Rpc,
     field,
 )
+from hcsshim.bridge.resources import ContainerConstraints, ModificationRequest, NetworkAdapter, PodCgroupMemoryLimit
 from hcsshim.guest.containers import Guest
 from hcsshim.guest.process import TaskSet
+from hcsshim.guest.runcinfo import runc_errors
+from hcsshim.guest.storage import Storage
 from hcsshim.transport.base import Conn
 
 log = logging.getLogger(__name__)
@@ -248,29 +251,23 @@ class Connection:
         return await self.guest.shutdown_container(cid, forced)
 
     async def _modify(self, cid: str, activity: str, body: dict[str, Any]) -> dict[str, Any]:
-        request = field(body, "Request", dict)
-        if request is None:
+        raw = field(body, "Request", dict)
+        if raw is None:
             raise HResultError(VMCOMPUTE_INVALID_JSON, "modify settings: no Request")
-        resource = field(request, "ResourceType")
-        kind = field(request, "RequestType") or "Add"
-        settings = field(request, "Settings", dict) or {}
+        request = ModificationRequest.from_json(raw)  # typed settings for every resource type we know
+        resource, settings = request.resource_type, request.settings
         if cid != NULL_GUID:
-            if resource != "ContainerConstraints":
+            if not isinstance(settings, ContainerConstraints):
                 raise HResultError(E_FAIL, f"modify container {cid}: resource {resource!r} is not supported")
             c = self.guest.container(cid, "modify container constraints")
-            linux = field(settings, "Linux", dict) or {}
-            from hcsshim.runc import RuncError
-
-            try:
-                await self.guest.runc.update(c.id, linux)
-            except RuncError as e:
-                raise HResultError(E_FAIL, f"update container {cid}: {e}") from e
+            with runc_errors(f"update container {cid}"):
+                await self.guest.runc.update(c.id, settings.linux)
             return {}
-        if resource == "Network":
-            await self.guest.networks.modify(kind, settings)
-        elif resource in ("MappedVirtualDisk", "SCSIDevice", "VPMemDevice", "MappedDirectory", "CombinedLayers"):
-            await self.guest.storage.modify(resource, kind, settings)
-        elif resource == "PodCgroupMemoryLimit":
+        if isinstance(settings, NetworkAdapter):
+            await self.guest.networks.modify(request)
+        elif resource in Storage.RESOURCE_TYPES:
+            await self.guest.storage.modify(request)
+        elif isinstance(settings, PodCgroupMemoryLimit):
             pass  # the pods cgroup has no limit here; nothing to recompute
         else:
             raise HResultError(E_FAIL, f"modify settings: resource type {resource!r} is not supported")

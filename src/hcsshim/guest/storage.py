@@ -1,6 +1,7 @@
 """Guest storage resources (ModifySettings): SCSI disks, VPMem layers, mapped directories and overlay rootfs.
 
-Owns the mounts the agent makes for the host and undoes them on power-off (`close`), newest first:
+Owns the mounts the agent makes for the host and undoes them on power-off (`close`), newest first. Each
+request's Settings arrive typed (hcsshim.bridge.resources):
 
 * ``MappedVirtualDisk`` Add/Remove: the disk at (Controller, Lun) is found in sysfs: the controller index maps
   to a SCSI host through ``/sys/bus/vmbus/devices/<controller GUID>/host<N>`` (Hyper-V), else to the
@@ -10,12 +11,15 @@ Owns the mounts the agent makes for the host and undoes them on power-off (`clos
 * ``SCSIDevice`` Remove: ``echo 1 > .../delete`` (hot-unplug before the host detaches the disk);
 * ``VPMemDevice`` Add/Remove: ``/dev/pmem<N>`` mounted ext4 read-only with ``noload``;
 * ``MappedDirectory`` Add/Remove: with a share root (``-share-root``, where the VM's one virtio-9p device
-  is mounted, see the design's Plan9 row) the share ``<root>/<ShareName>`` is bind-mounted at MountPath;
-  otherwise the host's 9p server is dialled on Port and mounted with ``trans=fd`` like the Go GCS;
+  is mounted, see the design's Plan9 row) the share ``<root>/<ShareName>`` is bind-mounted at MountPath (a
+  share that is a single file is bound onto a file there); otherwise the host's 9p server is dialled on Port
+  and mounted with ``trans=fd`` like the Go GCS;
 * ``CombinedLayers`` Add/Remove: overlayfs, lowerdir = the layers top-most first, upper/work under
   ScratchPath (read-only without one).
 
-Mounts use mount(2)/umount2(2) through ctypes (standard library; no mount binary needed).
+Mounts use mount(2)/umount2(2) through ctypes (standard library; no mount binary needed). What the agent
+provides (a process runner for mkfs, the transport for 9p, the wait for kernel modules) is handed in, so this
+module needs nothing of the agent's container code.
 """
 
 from __future__ import annotations
@@ -26,13 +30,27 @@ import errno
 import glob
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
-from hcsshim.bridge import E_FAIL, E_INVALIDARG, E_NOTIMPL, HResultError, field
+from hcsshim.bridge import E_FAIL, E_INVALIDARG, E_NOTIMPL, HResultError
+from hcsshim.bridge.resources import (
+    CombinedLayers,
+    MappedDirectory,
+    MappedVirtualDisk,
+    ModificationRequest,
+    SCSIDevice,
+    VPMemDevice,
+)
 from hcsshim.mount import mount_raw, umount_raw
+from hcsshim.runc import PidfdWaiter, Reaper
+from hcsshim.transport.base import Transport
 
-if TYPE_CHECKING:
-    from hcsshim.guest.containers import Guest
+ModuleWait = Callable[..., Awaitable[None]]  # kernel_modules(*names): until the named modules are loaded
+
+
+async def _loaded(*names: str) -> None:
+    """Outside a utility VM every kernel module is there already."""
+
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +78,49 @@ def is_mountpoint(path: str) -> bool:
 
 
 class Storage:
-    """The storage half of ModifySettings (see the module docstring); sysfs/dev are overridable for tests."""
+    """The storage half of ModifySettings (see the module docstring); sysfs/dev are overridable for tests.
 
-    def __init__(self, guest: Guest, *, share_root: str | None = None, sysfs: str = "/sys", dev: str = "/dev") -> None:
-        self.guest = guest
+    runner runs mkfs (`run(argv)` -> (status, stdout, stderr)); transport dials the host's 9p port when there is
+    no share root; kernel_modules waits for the modules a request needs (init loads them in the background)."""
+
+    def __init__(self, runner: Reaper | PidfdWaiter, transport: Transport | None, *,
+                 kernel_modules: ModuleWait = _loaded, share_root: str | None = None, sysfs: str = "/sys",
+                 dev: str = "/dev") -> None:
+        self.runner = runner
+        self.transport = transport
+        self.kernel_modules = kernel_modules
         self.share_root = share_root
         self.share_tag: str | None = None  # the VM's 9p device, mounted at share_root on first use
         self.sysfs = sysfs
         self.dev = dev
         self.mounts: list[str] = []  # targets we mounted, oldest first
 
-    async def modify(self, resource: str, request: str, settings: dict[str, Any]) -> None:
-        handler = {
-            ("MappedVirtualDisk", "Add"): self.add_disk, ("MappedVirtualDisk", "Remove"): self.remove_mount,
-            ("SCSIDevice", "Remove"): self.remove_scsi_device,
-            ("VPMemDevice", "Add"): self.add_vpmem, ("VPMemDevice", "Remove"): self.remove_mount,
-            ("MappedDirectory", "Add"): self.add_directory, ("MappedDirectory", "Remove"): self.remove_mount,
-            ("CombinedLayers", "Add"): self.add_layers, ("CombinedLayers", "Remove"): self.remove_layers,
-        }.get((resource, request))
-        if handler is None:
-            raise HResultError(E_NOTIMPL, f"modify {resource}: request type {request!r} is not supported")
-        await handler(settings)
+    RESOURCE_TYPES = ("MappedVirtualDisk", "SCSIDevice", "VPMemDevice", "MappedDirectory", "CombinedLayers")
+
+    async def modify(self, request: ModificationRequest) -> None:
+        """One storage request (its settings already parsed into their resource class)."""
+        s = request.settings
+        kind = (request.resource_type, request.request_type or "Add")
+        if isinstance(s, MappedVirtualDisk) and kind[1] == "Add":
+            await self.add_disk(s)
+        elif isinstance(s, MappedVirtualDisk) and kind[1] == "Remove":
+            await self.remove_mount(s.mount_path)
+        elif isinstance(s, SCSIDevice) and kind[1] == "Remove":
+            await self.remove_scsi_device(s)
+        elif isinstance(s, VPMemDevice) and kind[1] == "Add":
+            await self.add_vpmem(s)
+        elif isinstance(s, VPMemDevice) and kind[1] == "Remove":
+            await self.remove_mount(s.mount_path)
+        elif isinstance(s, MappedDirectory) and kind[1] == "Add":
+            await self.add_directory(s)
+        elif isinstance(s, MappedDirectory) and kind[1] == "Remove":
+            await self.remove_mount(s.mount_path)
+        elif isinstance(s, CombinedLayers) and kind[1] == "Add":
+            await self.add_layers(s)
+        elif isinstance(s, CombinedLayers) and kind[1] == "Remove":
+            await self.remove_mount(s.container_root_path)
+        else:
+            raise HResultError(E_NOTIMPL, f"modify {kind[0]}: request type {kind[1]!r} is not supported")
 
     # --- SCSI ---------------------------------------------------------------------------------------------
 
@@ -127,35 +167,45 @@ class Storage:
                                            f"{DEVICE_TIMEOUT:.0f} s")
             await asyncio.sleep(0.01)
 
-    async def add_disk(self, s: dict[str, Any]) -> None:
+    async def add_disk(self, d: MappedVirtualDisk) -> None:
         # virtio-scsi, sd and ext4 load in the background at boot, first of init's list
-        fstype = field(s, "Filesystem") or "ext4"
-        await self.guest.kernel_modules("virtio_scsi", "sd_mod", *(("ext4",) if fstype.startswith("ext") else ()))
-        target = field(s, "MountPath")
+        fstype = d.filesystem or "ext4"
+        await self.kernel_modules("virtio_scsi", "sd_mod", *(("ext4",) if fstype.startswith("ext") else ()))
+        target = d.mount_path
         if not target:
             return
-        controller, lun = field(s, "Controller", "uint8"), field(s, "Lun", "uint8")
-        if field(s, "Encrypted", bool):
-            raise HResultError(E_NOTIMPL, f"mount SCSI disk {controller}:{lun}: encrypted disks are not supported")
-        device = await self.scsi_device(controller, lun, field(s, "Partition", "uint64"))
-        if field(s, "BlockDev", bool):
+        controller, lun = d.controller, d.lun
+        op = f"mount SCSI disk {controller}:{lun}"
+        if d.encrypted:
+            raise HResultError(E_NOTIMPL, f"{op}: encrypted disks are not supported")
+        device = await self.scsi_device(controller, lun, d.partition)
+        if d.block_dev:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.symlink(device, target)
             return
-        if field(s, "EnsureFilesystem", bool) and not _has_ext_fs(device):
-            status, _, err = await self.guest.reaper.run([f"mkfs.{fstype}", "-q", "-F", device]) \
-                if fstype.startswith("ext") else await self.guest.reaper.run([f"mkfs.{fstype}", "-f", device])
+        if d.ensure_filesystem and not _has_ext_fs(device):
+            status, _, err = await self.runner.run([f"mkfs.{fstype}", "-q", "-F", device]) \
+                if fstype.startswith("ext") else await self.runner.run([f"mkfs.{fstype}", "-f", device])
             if status != 0:
                 raise HResultError(E_FAIL, f"format {device} as {fstype}: {err.decode(errors='replace').strip()}")
-        readonly = field(s, "ReadOnly", bool)
-        options = [o for o in (field(s, "Options", list) or []) if isinstance(o, str) and o not in ("ro", "rw")]
-        if readonly and fstype.startswith("ext"):
+        options = [o for o in d.options if o not in ("ro", "rw")]
+        if d.read_only and fstype.startswith("ext"):
             options.append("noload")
-        self._mount(device, target, fstype, MS_RDONLY if readonly else 0, ",".join(options),
-                    f"mount SCSI disk {controller}:{lun}")
+        flags, data = MS_RDONLY if d.read_only else 0, ",".join(options)
+        # The block device can be there before the disk can be opened (ENXIO) under TCG: retry that briefly.
+        deadline = asyncio.get_running_loop().time() + DEVICE_TIMEOUT
+        while True:
+            try:
+                self._mount(device, target, fstype, flags, data, op)
+                return
+            except HResultError as e:
+                if not (isinstance(e.__cause__, OSError) and e.__cause__.errno == errno.ENXIO) or \
+                        asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
 
-    async def remove_scsi_device(self, s: dict[str, Any]) -> None:
-        controller, lun = field(s, "Controller", "uint8"), field(s, "Lun", "uint8")
+    async def remove_scsi_device(self, s: SCSIDevice) -> None:
+        controller, lun = s.controller, s.lun
         host = self.scsi_host(controller)
         path = os.path.join(self.sysfs, f"bus/scsi/devices/{host}:0:0:{lun}/delete")
         try:
@@ -166,11 +216,11 @@ class Storage:
 
     # --- VPMem --------------------------------------------------------------------------------------------
 
-    async def add_vpmem(self, s: dict[str, Any]) -> None:
-        await self.guest.kernel_modules("virtio_pmem", "nd_pmem", "ext4")
-        number = field(s, "DeviceNumber", "uint32")
-        target = field(s, "MountPath")
-        if field(s, "MappingInfo", dict):
+    async def add_vpmem(self, s: VPMemDevice) -> None:
+        await self.kernel_modules("virtio_pmem", "nd_pmem", "ext4")
+        number = s.device_number
+        target = s.mount_path
+        if s.mapping_info is not None:
             raise HResultError(E_NOTIMPL, f"mount VPMem device {number}: multi-mapped layers are not supported")
         if not target:
             raise HResultError(E_INVALIDARG, f"mount VPMem device {number}: no MountPath")
@@ -184,16 +234,15 @@ class Storage:
         assert self.share_root is not None
         if not self.share_tag or os.path.ismount(self.share_root):
             return
-        await self.guest.kernel_modules("9p", "9pnet_virtio")  # loaded in the background while the agent starts
+        await self.kernel_modules("9p", "9pnet_virtio")  # loaded in the background while the agent starts
         try:
             os.makedirs(self.share_root, exist_ok=True)
             mount(self.share_tag, self.share_root, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144,cache=none")
         except OSError as e:
             raise HResultError(E_FAIL, f"{op}: mount the share device {self.share_tag}: {e}") from e
 
-    async def add_directory(self, s: dict[str, Any]) -> None:
-        target, share = field(s, "MountPath"), field(s, "ShareName")
-        readonly = field(s, "ReadOnly", bool)
+    async def add_directory(self, s: MappedDirectory) -> None:
+        target, share, readonly = s.mount_path, s.share_name, s.read_only
         op = f"map directory {share!r} at {target}"
         if not target:
             raise HResultError(E_INVALIDARG, f"{op}: no MountPath")
@@ -202,7 +251,7 @@ class Storage:
             source = os.path.join(self.share_root, share)
             if not share or os.path.relpath(source, self.share_root).startswith(".."):
                 raise HResultError(E_INVALIDARG, f"{op}: invalid share name")
-            self._mount(source, target, None, MS_BIND, "", op)
+            self._mount(source, target, None, MS_BIND, "", op, file=os.path.isfile(source))
             if readonly:
                 try:
                     mount("none", target, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
@@ -210,9 +259,11 @@ class Storage:
                     self._unmount(target)
                     raise HResultError(E_FAIL, f"{op}: {e}") from e
             return
-        port = field(s, "Port", "int32") or 564
+        port = s.port or 564
+        if self.transport is None:
+            raise HResultError(E_NOTIMPL, f"{op}: no transport to reach the host's 9p server (or -share-root)")
         try:
-            conn = await self.guest.transport.dial(port)
+            conn = await self.transport.dial(port)
         except OSError as e:
             raise HResultError(E_FAIL, f"{op}: {e}") from e
         try:
@@ -226,11 +277,11 @@ class Storage:
 
     # --- overlay ------------------------------------------------------------------------------------------
 
-    async def add_layers(self, s: dict[str, Any]) -> None:
-        await self.guest.kernel_modules("overlay")
-        target = field(s, "ContainerRootPath")
-        layers = [field(layer, "Path") for layer in field(s, "Layers", list) or [] if isinstance(layer, dict)]
-        scratch = field(s, "ScratchPath")
+    async def add_layers(self, s: CombinedLayers) -> None:
+        await self.kernel_modules("overlay")
+        target = s.container_root_path
+        layers = [layer.path for layer in s.layers]
+        scratch = s.scratch_path
         op = f"combine layers at {target}"
         if not target or not layers or not all(layers):
             raise HResultError(E_INVALIDARG, f"{op}: need ContainerRootPath and at least one layer path")
@@ -257,22 +308,26 @@ class Storage:
                 return
         self._mount("overlay", target, "overlay", flags, data, op)
 
-    async def remove_layers(self, s: dict[str, Any]) -> None:
-        await self.remove_mount({"MountPath": field(s, "ContainerRootPath")})
-
     # --- common -------------------------------------------------------------------------------------------
 
-    def _mount(self, source: str, target: str, fstype: str | None, flags: int, data: str, op: str) -> None:
+    def _mount(self, source: str, target: str, fstype: str | None, flags: int, data: str, op: str, *,
+               file: bool = False) -> None:
+        """Mount at target, made first (a directory, or an empty file to bind a file onto)."""
         try:
-            os.makedirs(target, mode=0o755, exist_ok=True)
+            if file:
+                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                with open(target, "a"):
+                    pass
+            else:
+                os.makedirs(target, mode=0o755, exist_ok=True)
             mount(source, target, fstype, flags | (MS_BIND if fstype is None else 0), data)
         except OSError as e:
             raise HResultError(E_FAIL, f"{op}: {e}") from e
         self.mounts.append(os.path.abspath(target))
         log.info("mounted", extra={"target": target, "source": source, "fstype": fstype or "bind"})
 
-    async def remove_mount(self, s: dict[str, Any]) -> None:
-        target = field(s, "MountPath")
+    async def remove_mount(self, target: str) -> None:
+        """Undo a mount (or a BlockDev symlink) at target; nothing there is no error."""
         if not target:
             return
         if os.path.islink(target):
@@ -290,7 +345,10 @@ class Storage:
         with contextlib.suppress(ValueError):
             self.mounts.remove(target)
         with contextlib.suppress(OSError):
-            os.rmdir(target)
+            if os.path.isdir(target):
+                os.rmdir(target)
+            elif os.path.isfile(target) and os.path.getsize(target) == 0:
+                os.unlink(target)  # the empty file a file share was bound onto
 
     async def close(self) -> None:
         for target in reversed(self.mounts[:]):

@@ -28,7 +28,7 @@ import logging
 import os
 import struct
 
-from hcsshim.transport.base import DIAL_RETRIES, DIAL_RETRY_DELAY, RECV_SIZE, Conn, Listener, Transport
+from hcsshim.transport.conn import DIAL_RETRIES, DIAL_RETRY_DELAY, RECV_SIZE, Conn, Listener, Transport, read_fd
 
 __all__ = [
     "MAGIC",
@@ -289,8 +289,6 @@ class MuxTransport(Transport):
     # --- input --------------------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        from hcsshim.transport.base import read_fd
-
         decoder = FrameDecoder()
         try:
             while True:

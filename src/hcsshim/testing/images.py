@@ -9,6 +9,9 @@ ways to lay it out:
   `org.opencontainers.image.ref.name` (the tag, for other OCI tools).
 * `busybox_rootfs` writes the same tree as a directory, for `ctr run --rootfs`.
 
+`build_layered_image` writes a three-layer image on top of the same tree (see LAYERED_LAYERS), whose upper
+layers delete a lower file with a whiteout and replace a directory with an opaque one, for the layer cache.
+
 Every byte is fixed (mtimes, owners, entry order, gzip header), so building twice gives the same digests.
 """
 
@@ -22,10 +25,22 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_REF", "build_busybox_image", "busybox_rootfs", "image_digest"]
+__all__ = [
+    "DEFAULT_REF",
+    "LAYERED_LAYERS",
+    "LAYERED_REF",
+    "build_busybox_image",
+    "build_layered_image",
+    "busybox_rootfs",
+    "chain_ids",
+    "image_diff_ids",
+    "image_digest",
+]
 
 DEFAULT_REF = "docker.io/hcsshim/busybox:latest"
+LAYERED_REF = "docker.io/hcsshim/layered:latest"
 EPOCH = 946684800  # 2000-01-01T00:00:00Z: the fixed mtime of every entry
 CREATED = "2000-01-01T00:00:00Z"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -221,3 +236,89 @@ def busybox_rootfs(dest: Path, *, busybox: str = "/bin/busybox") -> Path:
                 p.unlink()
             os.symlink(e.target, p)
     return dest
+
+
+# The layers of build_layered_image above the busybox tree (layer 1 also holds all of busybox): path -> content,
+# with None for a directory. `.wh.<name>` deletes <name> of the layers below; `.wh..wh..opq` makes its directory
+# opaque (nothing below shows through). What the image shows: /data/keep = "top\n", no /data/remove-me,
+# /opaque holding only `new`, /etc/layer2 and /etc/layer3.
+LAYERED_LAYERS: tuple[dict[str, bytes | None], ...] = (
+    {"data": None, "data/keep": b"keep\n", "data/remove-me": b"lower\n", "opaque": None, "opaque/old": b"old\n",
+     "opaque/sub": None, "opaque/sub/deep": b"deep\n"},
+    {"data": None, "data/.wh.remove-me": b"", "etc": None, "etc/layer2": b"2\n", "opaque": None,
+     "opaque/.wh..wh..opq": b"", "opaque/new": b"new\n"},
+    {"data": None, "data/keep": b"top\n", "etc": None, "etc/layer3": b"3\n"},
+)
+
+
+def _layer_tar_of(files: dict[str, bytes | None], base: list[_Entry] | None = None) -> bytes:
+    entries = {e.path: e for e in base or []}
+    for path, data in files.items():
+        entries[path] = _Entry(path, "dir", 0o755) if data is None else _Entry(path, "file", 0o644, data=data)
+    return _layer_tar([entries[k] for k in sorted(entries)])
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI chain IDs of the layers with these diff IDs, bottom first (containerd's snapshot names)."""
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(d if not out else _sha(f"{out[-1]} {d}".encode()))
+    return out
+
+
+def build_layered_image(dest: Path, ref: str = LAYERED_REF, *, busybox: str = "/bin/busybox") -> str:
+    """Write an OCI image-layout tar of three gzip'ed layers (busybox plus LAYERED_LAYERS) to `dest`; return
+    `ref`. Deterministic, like build_busybox_image."""
+    layers = [_layer_tar_of(LAYERED_LAYERS[0], _tree(busybox))]
+    layers += [_layer_tar_of(files) for files in LAYERED_LAYERS[1:]]
+    gzs = [_gzip(t) for t in layers]
+    config = _json({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": CREATED,
+        "config": {"Env": [PATH_ENV], "Cmd": ["sh"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [_sha(t) for t in layers]},
+        "history": [{"created": CREATED, "created_by": f"hcsshim.testing.images.build_layered_image layer {i}"}
+                    for i in range(1, len(layers) + 1)],
+    })
+    manifest = _json({
+        "schemaVersion": 2,
+        "mediaType": MT_MANIFEST,
+        "config": _descriptor(MT_CONFIG, config),
+        "layers": [_descriptor(MT_LAYER, gz) for gz in gzs],
+    })
+    tag = ref.rsplit(":", 1)[1] if ":" in ref.rsplit("/", 1)[-1] else "latest"
+    manifest_desc = _descriptor(MT_MANIFEST, manifest)
+    manifest_desc["platform"] = {"architecture": "amd64", "os": "linux"}
+    manifest_desc["annotations"] = {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": tag}
+    index = _json({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [manifest_desc]})
+    blobs = sorted({_sha(b)[7:]: b for b in (*gzs, config, manifest)}.items())
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(_tarinfo("blobs/", "dir", 0o755))
+        tf.addfile(_tarinfo("blobs/sha256/", "dir", 0o755))
+        for hexdigest, data in blobs:
+            tf.addfile(_tarinfo(f"blobs/sha256/{hexdigest}", "file", 0o644, len(data)), io.BytesIO(data))
+        tf.addfile(_tarinfo("index.json", "file", 0o644, len(index)), io.BytesIO(index))
+        layout = _json({"imageLayoutVersion": "1.0.0"})
+        tf.addfile(_tarinfo("oci-layout", "file", 0o644, len(layout)), io.BytesIO(layout))
+    os.replace(tmp, dest)
+    return ref
+
+
+def image_diff_ids(tar: Path) -> list[str]:
+    """The diff IDs (bottom layer first) of the image an image-layout tar's index names first."""
+    with tarfile.open(tar) as tf:
+
+        def blob(digest: str) -> Any:
+            member = tf.extractfile(f"blobs/sha256/{digest.split(':', 1)[1]}")
+            if member is None:
+                raise ValueError(f"image {tar}: blob {digest} is not a file")
+            return json.loads(member.read())
+
+        manifest = blob(image_digest(tar))
+        config = blob(manifest["config"]["digest"])
+    return [str(d) for d in config["rootfs"]["diff_ids"]]

@@ -108,7 +108,7 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
 
     The container gets a scratch disk formatted on the host beforehand, as hcsshim copies a formatted
     scratch template."""
-    from hcsshim.bridge.resources import CombinedLayers, MappedVirtualDisk
+    from hcsshim.bridge.resources import CombinedLayers
     from hcsshim.testing.rootfs import oci_spec
     from hcsshim.uvm import UtilityVM, UVMOptions
 
@@ -124,13 +124,12 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
         await vm.start()
         gcs = time.perf_counter() - t
         assert vm.gcs is not None and vm.qemu is not None
-        disk = await vm.add_scsi(str(layer), read_only=True)
-        await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/mounts/scsi/m0", lun=disk.lun, read_only=True))
-        sd = await vm.add_scsi(str(scratch), read_only=False)
-        await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/gcs/c/b1", lun=sd.lun))
+        layer_mount = await vm.scsi.add(str(layer), read_only=True)
+        await vm.scsi.add(str(scratch), read_only=False, guest_path="/run/gcs/c/b1")
         root = "/run/gcs/c/b1/rootfs"
+        assert layer_mount.guest_path is not None
         await vm.gcs.modify(CombinedLayers(container_id="b1", container_root_path=root,
-                                           layers=["/run/mounts/scsi/m0"], scratch_path="/run/gcs/c/b1/scratch/b1"))
+                                           layers=[layer_mount.guest_path], scratch_path="/run/gcs/c/b1/scratch/b1"))
         container = await vm.gcs.create_container("b1", oci_spec(root, ["echo", "hello"]))
         init = await container.start_init()
         first = await init.stdout.recv()

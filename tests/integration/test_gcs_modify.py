@@ -220,6 +220,7 @@ def test_a_scsi_disk_is_found_by_controller_and_lun_formatted_and_mounted(tmp_pa
         (sysfs / "bus/scsi/devices/2:0:0:3/delete").write_text("")
         await storage.modify(ModificationRequest.of(SCSIDevice(lun=3), "Remove"))  # hot-unplug request
         assert (sysfs / "bus/scsi/devices/2:0:0:3/delete").read_text() == "1"
+        await storage.modify(ModificationRequest.of(SCSIDevice(lun=9), "Remove"))  # never seen: nothing to do
         await storage.close()  # power-off path: unmounts what is left
         assert not is_mountpoint(str(ro))
 

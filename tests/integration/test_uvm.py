@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hcsshim.bridge.resources import CombinedLayers, MappedDirectory, MappedVirtualDisk
+from hcsshim.bridge.resources import CombinedLayers
 from hcsshim.uvm import State, UtilityVM, UVMError, UVMOptions
 
 RUN_ROOT = "/run/hcsshim/uvm-test"
@@ -109,37 +109,143 @@ def test_uvmboot_exits_with_the_commands_status(boot_files: Path, no_vm_left) ->
     assert out.returncode == 3, out.stderr
 
 
-def test_a_shared_host_directory_and_a_scsi_disk_are_visible_in_the_guest(boot_files: Path, tmp_path: Path,
-                                                                         no_vm_left) -> None:
+async def guest_sh(vm: UtilityVM, script: str) -> tuple[int, bytes, bytes]:
+    assert vm.gcs is not None
+    proc = await vm.gcs.exec_in_uvm(["sh", "-c", script])
+    out, err = await proc.communicate()
+    return await proc.wait(), out, err
+
+
+def ext4_image(path: Path, files: dict[str, str], size: str = "16M") -> Path:
+    content = path.with_suffix(".content")
+    content.mkdir()
+    for name, text in files.items():
+        (content / name).write_text(text)
+    subprocess.run(["truncate", "-s", size, str(path)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(path)], check=True)
+    return path
+
+
+def test_shares_and_scsi_disks_are_added_on_both_halves_shared_by_reference_and_released(
+        boot_files: Path, tmp_path: Path, no_vm_left) -> None:
     share = tmp_path / "share"
     share.mkdir()
     (share / "hello.txt").write_text("from the host\n")
-    disk = tmp_path / "disk.ext4"
-    subprocess.run(["truncate", "-s", "16M", str(disk)], check=True)
-    content = tmp_path / "content"
-    content.mkdir()
-    (content / "on-disk.txt").write_text("from the disk\n")
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(content), str(disk)], check=True)
+    single = tmp_path / "single.conf"
+    single.write_text("one file\n")
+    disk = ext4_image(tmp_path / "disk.ext4", {"on-disk.txt": "from the disk\n"})
+    other_disk = tmp_path / "raw.img"
+    subprocess.run(["truncate", "-s", "8M", str(other_disk)], check=True)
 
     async def body() -> None:
         async with await UtilityVM.create(options(boot_files, "devices")) as vm:
             await vm.start()
-            assert vm.gcs is not None
-            s = await vm.add_share(str(share), read_only=True)
-            await vm.gcs.modify(MappedDirectory(mount_path="/run/host-share", share_name=s.name, read_only=True))
-            d = await vm.add_scsi(str(disk), read_only=True)
-            await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/mounts/scsi/m1", lun=d.lun, read_only=True))
-            proc = await vm.gcs.exec_in_uvm(["cat", "/run/host-share/hello.txt", "/run/mounts/scsi/m1/on-disk.txt"])
-            out, err = await proc.communicate()
-            assert await proc.wait() == 0, err
-            assert out == b"from the host\nfrom the disk\n"
-            # a second user of the same disk shares the LUN
-            again = await vm.add_scsi(str(disk), read_only=True)
-            assert again is d and d.refs == 2
-            await vm.gcs.modify(MappedVirtualDisk(mount_path="/run/mounts/scsi/m1", lun=d.lun), "Remove")
-            await vm.remove_scsi(again)
-            await vm.remove_scsi(d)
-            assert vm.scsi_disks == []
+            s = await vm.shares.add(str(share), "/run/host-share", read_only=True)
+            f = await vm.shares.add(str(single), "/run/etc/single.conf", read_only=True)
+            d = await vm.scsi.add(str(disk))  # read-only, mounted at the first free /run/mounts/scsi/m<k>
+            assert (d.controller, d.guest_path, d.read_only) == (0, "/run/mounts/scsi/m0", True)
+            status, out, err = await guest_sh(vm, "cat /run/host-share/hello.txt /run/etc/single.conf "
+                                                  "/run/mounts/scsi/m0/on-disk.txt; touch /run/host-share/x")
+            assert out == b"from the host\none file\nfrom the disk\n" and status != 0, err  # read-only share
+            # a second user of the same disk and config shares the LUN and the guest mount
+            again = await vm.scsi.add(str(disk))
+            assert (again.lun, again.guest_path) == (d.lun, d.guest_path)
+            assert [a.refs for a in vm.scsi.attachments] == [2] and [m.refs for m in vm.scsi.mounts] == [2]
+            # another config of the same disk is another mount of the same attachment
+            other = await vm.scsi.add(str(disk), guest_path="/run/data", options=["noatime"])
+            assert other.lun == d.lun and len(vm.scsi.mounts) == 2 and vm.scsi.attachments[0].refs == 3
+            # attach only
+            raw = await vm.scsi.add(str(other_disk), read_only=False, mount=False)
+            assert raw.guest_path is None and raw.lun != d.lun
+            for handle in (again, other, raw):
+                await vm.scsi.release(handle)
+            assert [m.guest_path for m in vm.scsi.mounts] == ["/run/mounts/scsi/m0"]
+            status, out, _ = await guest_sh(vm, f"grep -c ' /run/data ' /proc/mounts; ls /sys/bus/scsi/devices/"
+                                                f" | grep -c ':0:0:{raw.lun}$'")
+            assert out.split() == [b"0", b"0"]  # unmounted, and the guest deleted the SCSI device
+            await vm.scsi.release(d)  # the last user: unmounted, ejected, detached
+            assert vm.scsi.attachments == [] and vm.scsi.mounts == []
+            with pytest.raises(UVMError, match="already released"):
+                await vm.scsi.release(d)
+            status, out, _ = await guest_sh(vm, "grep -c /run/mounts/scsi /proc/mounts; ls /sys/bus/scsi/devices/"
+                                                " | grep -c ':0:0:[1-9]'")
+            assert out.split() == [b"0", b"0"]
+            await vm.shares.release(f)
+            await vm.shares.release(s)
+            assert vm.shares.mounts == [] and vm.shares.host_shares == []
+            assert os.listdir(vm.path("shares")) == []
+            status, out, _ = await guest_sh(vm, "test -e /run/host-share || test -e /run/etc/single.conf; echo $?")
+            assert out == b"1\n"
+
+    run(body())
+
+
+def test_a_failed_guest_mount_rolls_the_attachment_back(boot_files: Path, tmp_path: Path, no_vm_left) -> None:
+    blank = tmp_path / "blank.img"
+    subprocess.run(["truncate", "-s", "8M", str(blank)], check=True)  # no file system: the guest mount fails
+
+    async def body() -> None:
+        async with await UtilityVM.create(options(boot_files, "rollback")) as vm:
+            await vm.start()
+            with pytest.raises(UVMError, match=r"uvm rollback-\d+: add scsi .*blank.img: mount lun 1 at "
+                                               r"/run/mounts/scsi/m0"):
+                await vm.scsi.add(str(blank))
+            assert vm.scsi.attachments == [] and vm.scsi.mounts == []
+            _, out, _ = await guest_sh(vm, "ls /sys/bus/scsi/devices/ | grep -c ':0:0:1$'")
+            assert out == b"0\n"
+            with pytest.raises(UVMError, match="no such file"):
+                await vm.scsi.add(str(tmp_path / "missing.img"))
+
+    run(body())
+
+
+def test_a_paused_vm_resumes_and_reports_its_cpu_time_and_memory(boot_files: Path, no_vm_left) -> None:
+    async def body() -> None:
+        async with await UtilityVM.create(options(boot_files, "pause")) as vm:
+            with pytest.raises(UVMError, match="pause: the VM is created"):
+                await vm.pause()
+            await vm.start()
+            before = vm.stats()
+            assert before.total_runtime_ns > 0 and before.working_set_bytes > 64 << 20
+            assert before.pss_bytes is None or 0 < before.pss_bytes <= before.working_set_bytes
+            assert before.total_runtime_100ns == before.total_runtime_ns // 100
+            await vm.pause()
+            assert vm.state is State.PAUSED
+            with pytest.raises(UVMError, match=r"add scsi .*: the VM is paused"):
+                await vm.scsi.add("/dev/null")
+            paused = vm.stats()
+            await asyncio.sleep(0.5)
+            assert vm.stats().total_runtime_ns - paused.total_runtime_ns < 300_000_000  # halted vCPUs: ~no CPU
+            await vm.resume()
+            assert vm.state is State.RUNNING
+            status, out, _ = await guest_sh(vm, "echo awake")
+            assert (status, out) == (0, b"awake\n")
+            assert vm.stats().total_runtime_ns > before.total_runtime_ns
+        with pytest.raises(UVMError, match="stats: the VM is closed"):
+            vm.stats()
+
+    run(body())
+
+
+def test_releases_after_qemu_died_only_drop_the_bookkeeping(boot_files: Path, tmp_path: Path,
+                                                            no_vm_left) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    disk = ext4_image(tmp_path / "disk.ext4", {"a": "a\n"})
+
+    async def body() -> None:
+        async with await UtilityVM.create(options(boot_files, "died")) as vm:
+            await vm.start()
+            d = await vm.scsi.add(str(disk))
+            s = await vm.shares.add(str(share), "/run/s")
+            assert vm.qemu is not None
+            os.kill(vm.qemu.pid, signal.SIGKILL)
+            await asyncio.wait_for(vm.wait(), 30)
+            t = time.monotonic()
+            await vm.scsi.release(d)
+            await vm.shares.release(s)  # the host bind mount is ours: removed all the same
+            assert time.monotonic() - t < 1
+            assert vm.scsi.attachments == [] and vm.shares.host_shares == [] and os.listdir(vm.path("shares")) == []
 
     run(body())
 
@@ -202,6 +308,55 @@ def test_a_corrupt_initrd_fails_the_start_within_a_bounded_time(boot_files: Path
     run(body())
 
 
+ABANDONED_OWNER = """
+import asyncio, sys
+from hcsshim.uvm import UtilityVM, UVMOptions
+
+async def main():
+    vm_id, boot, run_root, share = sys.argv[1:]
+    vm = await UtilityVM.create(UVMOptions(id=vm_id, boot_files_path=boot, memory_mb=512, cpus=1, run_root=run_root))
+    await vm.start()
+    await vm.shares.add(share, "/run/s")
+    print("ready", vm.qemu.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_cleanup_stale_frees_what_a_sigkilled_owner_left(boot_files: Path, tmp_path: Path, no_vm_left) -> None:
+    """A shim SIGKILLed with a running VM: its QEMU, the shares' bind mounts and the run dir are freed by
+    cleanup_stale (as the shim's delete action does), which is then a fast no-op."""
+    from hcsshim.mount import mounted_under
+    from hcsshim.uvm import cleanup_stale, procfs
+
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "keep.txt").write_text("the host's file\n")
+    vm_id = options(boot_files, "abandoned").id
+    owner = subprocess.Popen([sys.executable, "-c", ABANDONED_OWNER, vm_id, str(boot_files), RUN_ROOT, str(share)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        line = owner.stdout.readline()
+        assert line.startswith("ready"), f"the owner did not start its VM: {line!r}"
+        qemu = int(line.split()[1])
+        run_dir = os.path.join(RUN_ROOT, vm_id)
+        record = procfs.PidRecord.read(run_dir)
+        assert record is not None and record.pid == qemu and record.start_time == procfs.start_time(qemu)
+        assert mounted_under(run_dir)
+    finally:
+        owner.kill()
+        owner.wait()
+    assert cleanup_stale(RUN_ROOT, vm_id) == []
+    assert not procfs.alive(record.pid, record.start_time)
+    assert not os.path.exists(run_dir) and mounted_under(run_dir) == []
+    assert (share / "keep.txt").read_text() == "the host's file\n"  # unmounted before the run dir went
+    t = time.monotonic()
+    assert cleanup_stale(RUN_ROOT, vm_id) == []
+    assert time.monotonic() - t < 0.1
+
+
 def _layer(files: dict[str, bytes], *, base: bytes = b"") -> bytes:
     """A layer tar: the members of `base` (a tar) followed by `files`."""
     import io
@@ -253,18 +408,12 @@ def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_a
             await vm.start()
             gc = vm.gcs
             assert gc is not None
-            paths = []
-            for i, layer in enumerate((upper, base)):  # top-most first
-                d = await vm.add_scsi(str(layer), read_only=True)
-                path = f"/run/mounts/scsi/m{i}"
-                await gc.modify(MappedVirtualDisk(mount_path=path, lun=d.lun, read_only=True))
-                paths.append(path)
-            sd = await vm.add_scsi(str(scratch), read_only=False)
-            await gc.modify(MappedVirtualDisk(mount_path=root, lun=sd.lun, ensure_filesystem=True, filesystem="ext4"))
-            await gc.modify(CombinedLayers(container_id=cid, container_root_path=f"{root}/rootfs", layers=paths,
-                                           scratch_path=f"{root}/scratch/{cid}"))
-            s = await vm.add_share(str(share), read_only=True)
-            await gc.modify(MappedDirectory(mount_path=f"{root}/mounts/m0", share_name=s.name, read_only=True))
+            layers = [await vm.scsi.add(str(layer), read_only=True) for layer in (upper, base)]  # top-most first
+            scratch_disk = await vm.scsi.add(str(scratch), read_only=False, guest_path=root, ensure_filesystem=True)
+            combined = CombinedLayers(container_id=cid, container_root_path=f"{root}/rootfs",
+                                      layers=[m.guest_path for m in layers], scratch_path=f"{root}/scratch/{cid}")
+            await gc.modify(combined, "Add")
+            s = await vm.shares.add(str(share), f"{root}/mounts/m0", read_only=True)
             spec = oci_spec(f"{root}/rootfs", ["sh", "-c", "cat /upper.txt /etc/lower-only.txt /mnt/share/note.txt;"
                                                " test -e /etc/hidden.txt && echo VISIBLE; sleep 1000"])
             spec["mounts"].append({"destination": "/mnt/share", "type": "bind", "source": f"{root}/mounts/m0",
@@ -283,7 +432,14 @@ def test_a_container_runs_on_two_scsi_layers_and_a_scratch_with_whiteouts_exec_a
             assert b"VISIBLE" not in rest, err
             assert await init.wait(timeout=60) == 137
             await container.wait(timeout=60)
+            # upstream's teardown order: the container's state, the overlay, shares, scratch, then the layers
             await container.delete_state()
+            await gc.modify(CombinedLayers(container_root_path=f"{root}/rootfs"), "Remove")
+            await vm.shares.release(s)
+            await vm.scsi.release(scratch_disk)
+            for m in layers:
+                await vm.scsi.release(m)
+            assert vm.scsi.attachments == [] and vm.shares.host_shares == []
 
     run(body())
 
@@ -296,8 +452,8 @@ def test_a_network_adapter_is_hot_plugged_on_a_host_tap_and_found_by_its_mac(boo
         async def body() -> None:
             async with await UtilityVM.create(options(boot_files, "nic")) as vm:
                 await vm.start()
-                nic = await vm.add_network_adapter(tap)
-                assert vm.network_adapters == [nic] and nic.mac.startswith("02:")
+                nic = await vm.nics.add(tap)
+                assert vm.nics.adapters == [nic] and nic.mac.startswith("02:")
 
                 async def guest_macs() -> bytes:
                     proc = await vm.gcs.exec_in_uvm(["sh", "-c", "cat /sys/class/net/*/address"])
@@ -310,9 +466,9 @@ def test_a_network_adapter_is_hot_plugged_on_a_host_tap_and_found_by_its_mac(boo
                     assert time.monotonic() < deadline, "the guest never saw the adapter"
                     await asyncio.sleep(0.5)
                 with pytest.raises(UVMError, match="already added"):
-                    await vm.add_network_adapter(tap)
-                await vm.remove_network_adapter(nic)
-                assert vm.network_adapters == []
+                    await vm.nics.add(tap)
+                await vm.nics.release(nic)
+                assert vm.nics.adapters == []
 
         run(body())
     finally:

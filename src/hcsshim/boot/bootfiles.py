@@ -38,7 +38,12 @@ from hcsshim.boot.modules import GUEST_MODULES, ROOT_MODULES, ModuleError, Modul
 
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 BUSYBOX_PATH = "usr/lib/hcsshim/busybox"  # the static busybox /init runs on, whatever BASE provides
-GUEST_PACKAGES = ("guest", "bridge", "transport", "runc")  # hcsshim subpackages the GCS needs (stdlib only)
+# The guest's import rule, defined here once: the GCS (hcsshim.guest) imports only these hcsshim packages and
+# single modules besides the standard library, and each of them imports only the standard library and each
+# other. The boot files ship exactly this set (guest_python); tests/unit/test_guest_imports.py enforces the rule.
+GUEST_PACKAGES = ("guest", "bridge", "transport", "runc")  # hcsshim subpackages the GCS runs on
+GUEST_GROUND_MODULES = ("goflag", "libc", "mount")  # stdlib-only single modules of hcsshim those packages import
+GUEST_UNITS = GUEST_PACKAGES + GUEST_GROUND_MODULES
 GUEST_SITE = "usr/lib/python3/dist-packages"  # where the guest code goes (/bin/gcs puts it on sys.path)
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")
 # Libraries of the default base's programs (runc, mke2fs, python3 and the extension modules kept).
@@ -359,47 +364,41 @@ def _unit_files(src: Path, unit: str) -> list[Path]:
     return [src / f"{unit}.py"] if (src / f"{unit}.py").exists() else []
 
 
-def guest_python(log: Log) -> tuple[Tree, list[str]]:
-    """The hcsshim code the GCS runs on, under GUEST_SITE: GUEST_PACKAGES and the hcsshim modules they
-    import, each only if it (and what it imports) uses the stdlib alone. Returns the tree and the units."""
-    src = Path(hcsshim.__file__).parent
-    deps: dict[str, set[str]] = {}  # unit -> hcsshim units it imports
-    bad: dict[str, str] = {}  # unit -> why it cannot run in the guest
-    todo = list(GUEST_PACKAGES)
-    while todo:
-        unit = todo.pop()
-        if unit in deps or unit in bad:
-            continue
+def guest_import_violations(src: Path | None = None) -> list[str]:
+    """Where hcsshim's GUEST_UNITS break the guest's import rule (every import statement of every file, also
+    function-level and TYPE_CHECKING ones): an hcsshim module outside the set, or a module outside the
+    standard library. Empty when the rule holds."""
+    src = src or Path(hcsshim.__file__).parent
+    problems = []
+    for unit in GUEST_UNITS:
         files = _unit_files(src, unit)
         if not files:
-            bad[unit] = "not present"
-            continue
-        deps[unit] = set()
+            problems.append(f"hcsshim.{unit}: not present")
         for f in files:
             for m in sorted(_imports(f)):
                 parts = m.split(".")
                 if parts[0] == "hcsshim":
-                    if len(parts) > 1 and _unit_files(src, parts[1]) and parts[1] != unit:
-                        deps[unit].add(parts[1])
-                        todo.append(parts[1])
-                elif parts[0] not in sys.stdlib_module_names and unit not in bad:
-                    bad[unit] = f"{f.relative_to(src)} imports {m}"
-    changed = True
-    while changed:  # a unit importing an excluded one is excluded too
-        changed = False
-        for unit, ds in deps.items():
-            if unit not in bad and (ds & set(bad)):
-                bad[unit] = f"imports hcsshim.{sorted(ds & set(bad))[0]}"
-                changed = True
-    shipped = sorted(u for u in deps if u not in bad)
-    for unit, why in sorted(bad.items()):
-        log(f"hcsshim.{unit}: {why}; not shipped")
+                    if len(parts) > 1 and _unit_files(src, parts[1]) and parts[1] not in GUEST_UNITS:
+                        problems.append(f"{f.relative_to(src)} imports {m}, outside the guest's set")
+                elif parts[0] not in sys.stdlib_module_names:
+                    problems.append(f"{f.relative_to(src)} imports {m}, not in the standard library")
+    return problems
+
+
+def guest_python(log: Log) -> tuple[Tree, list[str]]:
+    """The hcsshim code the GCS runs on, under GUEST_SITE: exactly GUEST_UNITS (BuildError when one of them
+    imports beyond the set or the standard library). Returns the tree and the units shipped."""
+    src = Path(hcsshim.__file__).parent
+    problems = guest_import_violations(src)
+    if problems:
+        raise BuildError("guest code: the guest's import rule is broken: " + "; ".join(problems))
     tree = Tree()
     tree.add(f"{GUEST_SITE}/hcsshim/__init__.py", Entry.file((src / "__init__.py").read_bytes()))
-    for unit in shipped:
+    for unit in GUEST_UNITS:
         for f in _unit_files(src, unit):
             tree.add(f"{GUEST_SITE}/hcsshim/{f.relative_to(src).as_posix()}", Entry.file(f.read_bytes()))
-    return tree, shipped
+    log(f"guest code: hcsshim.{', hcsshim.'.join(GUEST_UNITS)}")
+    return tree, sorted(GUEST_UNITS)
 
 
 # ---------------------------------------------------------------- the build

@@ -25,6 +25,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from hcsshim.uvm import UtilityVM, UVMError, UVMOptions
+
 
 @dataclass
 class Mapping:
@@ -85,9 +87,6 @@ class BootFailed(Exception):
 
 async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | None]:
     """(seconds from start to GCS ready, exit status of --exec or None)."""
-    from hcsshim.bridge.resources import MappedDirectory, MappedVirtualDisk
-    from hcsshim.uvm import UtilityVM, UVMError, UVMOptions
-
     opts = UVMOptions(id=f"uvmboot-{os.getpid()}-{index}-{uuid.uuid4().hex[:6]}",
                       boot_files_path=args.boot_files_path, root_fs_type=args.root_fs_type, memory_mb=args.memory,
                       cpus=args.cpus, kernel_args=args.kernel_args, accel=args.accel,
@@ -101,13 +100,10 @@ async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | N
         await vm.start()
         boot = time.perf_counter() - t0
         assert vm.gcs is not None
-        for m in args.mount_scsi:
-            disk = await vm.add_scsi(m.host, read_only=m.read_only)
-            await vm.gcs.modify(MappedVirtualDisk(mount_path=m.guest, lun=disk.lun, read_only=m.read_only))
+        for m in args.mount_scsi:  # attached and mounted; vm.close() releases them
+            await vm.scsi.add(m.host, read_only=m.read_only, guest_path=m.guest)
         for m in args.share:
-            share = await vm.add_share(m.host, read_only=m.read_only)
-            await vm.gcs.modify(MappedDirectory(mount_path=m.guest, share_name=share.name, port=564,
-                                                read_only=m.read_only))
+            await vm.shares.add(m.host, m.guest, read_only=m.read_only)
         status = None
         if args.exec_:
             proc = await vm.gcs.exec_in_uvm(shlex.split(args.exec_), stdout=True, stderr=True)

@@ -41,7 +41,7 @@ from hcsshim.bridge.resources import (
     SCSIDevice,
     VPMemDevice,
 )
-from hcsshim.mount import mount_raw, umount_raw
+from hcsshim.mount import mount_raw, parse_options, umount_raw
 from hcsshim.runc import PidfdWaiter, Reaper
 from hcsshim.transport.base import Transport
 
@@ -188,10 +188,12 @@ class Storage:
                 if fstype.startswith("ext") else await self.runner.run([f"mkfs.{fstype}", "-f", device])
             if status != 0:
                 raise HResultError(E_FAIL, f"format {device} as {fstype}: {err.decode(errors='replace').strip()}")
-        options = [o for o in d.options if o not in ("ro", "rw")]
-        if d.read_only and fstype.startswith("ext"):
-            options.append("noload")
-        flags, data = MS_RDONLY if d.read_only else 0, ",".join(options)
+        # fstab-style options: flags (noatime, nosuid, ...) become MS_* flags, the rest the fs's data string
+        flags, _, data = parse_options([o for o in d.options if o not in ("ro", "rw")])
+        if d.read_only:
+            flags |= MS_RDONLY
+            if fstype.startswith("ext"):
+                data = ",".join(filter(None, [data, "noload"]))
         # The block device can be there before the disk can be opened (ENXIO) under TCG: retry that briefly.
         deadline = asyncio.get_running_loop().time() + DEVICE_TIMEOUT
         while True:
@@ -211,6 +213,10 @@ class Storage:
         try:
             with open(path, "w") as f:
                 f.write("1")
+        except FileNotFoundError:
+            # Not (or not yet) found by the guest's scan, e.g. a disk attached without a mount and released at
+            # once: nothing to let go of; the host's unplug removes whatever the scan still finds.
+            log.info("SCSI device to remove is not there", extra={"controller": controller, "lun": lun})
         except OSError as e:
             raise HResultError(E_FAIL, f"remove SCSI device {controller}:{lun}: {e}") from e
 

@@ -19,10 +19,8 @@ import os
 import shutil
 import signal
 import time
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from hcsshim.runc.reaper import PidfdWaiter, Reaper
+from hcsshim.runc.reaper import DEVNULL, PIPE, PidfdWaiter, Reaper
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +82,6 @@ async def choose(kernel: str, *, waiter: Reaper | PidfdWaiter, qemu: str | None 
 async def kvm_boots(kernel: str, *, waiter: Reaper | PidfdWaiter, qemu: str | None = None,
                     timeout: float = PROBE_TIMEOUT) -> bool:
     """Whether `kernel` prints on its serial console within `timeout` seconds under KVM."""
-    from hcsshim.runc.reaper import DEVNULL, PIPE
-
     if not os.path.isfile(kernel):
         raise FileNotFoundError(f"uvm accelerator probe: kernel {kernel}: no such file")
     argv = [qemu or qemu_binary(), "-machine", "q35,accel=kvm", "-m", "128", "-smp", "1", "-nodefaults",

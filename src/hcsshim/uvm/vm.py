@@ -1,52 +1,56 @@
 """The utility VM: one QEMU process and everything it owns, from creation to its last file removed.
 
-A `UtilityVM` is the Linux counterpart of hcsshim's uvm.UtilityVM over HCS. Its state machine:
+A `UtilityVM` is the Linux counterpart of hcsshim's uvm.UtilityVM over HCS. It owns QEMU, its QMP connection,
+the bridge and GCS connection, and the lifecycle; its devices have one owner each, a manager that adds a
+device on both halves (QMP and the guest) and releases it in upstream's order: `vm.scsi` (hcsshim.uvm.scsi:
+layers, scratch and data disks), `vm.shares` (hcsshim.uvm.shares: Plan9 directories and files), `vm.nics`
+(hcsshim.uvm.nics: network adapters). Its state machine:
 
     NOT_CREATED --create()--> CREATED        options checked, boot files found, run dir made (0700):
                                              <run_root>/<id>/{qmp,bridge,log}.sock, console.log, qemu.log, shares/
     CREATED --start()--> RUNNING             host sockets listening, then QEMU (with a parent-death signal)
-                                             connects to them; QMP answers; the log port is read into
-                                             <run dir>/gcs.log and our logger; then (unless told not to) the
-                                             guest boots and its GCS negotiates over the bridge port
-    RUNNING --the guest powers off, crashes or QEMU dies--> STOPPED   (`exit_status`, `unexpected` tell which)
-    RUNNING --terminate()--> STOPPED         QMP quit, SIGKILL after a grace period
-    STOPPED | CREATED --close()--> CLOSED    share bind mounts removed, run dir removed
+                                             connects to them; <run dir>/qemu.pid records QEMU's pid and start
+                                             time (for hcsshim.uvm.stale.cleanup_stale); QMP answers; the log port
+                                             is read into <run dir>/gcs.log and our logger; then (unless told not
+                                             to) the guest boots and its GCS negotiates over the bridge port
+    RUNNING --pause()--> PAUSED              QMP stop: the vCPUs halt (the guest answers nothing meanwhile)
+    PAUSED --resume()--> RUNNING             QMP cont
+    RUNNING | PAUSED --the guest powers off, crashes or QEMU dies--> STOPPED   (`exit_status`, `unexpected`)
+    RUNNING | PAUSED --terminate()--> STOPPED   QMP quit, SIGKILL after a grace period
+    STOPPED | CREATED --close()--> CLOSED    devices forgotten, share bind mounts removed, run dir removed
     any --close() fails to release something--> INVALID (the error says what is left)
 
 Every method checks the state it may run in and fails with UVMError naming the VM and its state. `close()` is
-idempotent and is what callers put in their `finally`; it also terminates a running VM.
-
-Host-side resources with reference counts, as upstream's SCSI and Plan9 managers: SCSI disks by (host path,
-read-only) get LUNs 1..63 of controller 0 (LUN 0 is the vhd root's when it boots from rootfs.vhd); shares by
-(host path, read-only) become bind mounts under the 9p-exported `shares/`, named by a counter. Network
-adapters (virtio-net on a host tap device) take one of the pcie-root-ports made at boot. Adding is the host
-half of hcsshim's two-step modify; the guest half (mount, configure) is the GCS's, through hcsshim.gcs.
+idempotent and is what callers put in their `finally`; it also terminates a running VM. `stats()` reads
+QEMU's CPU time and memory from /proc (hcsshim.uvm.procfs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import json
 import logging
 import os
 import shutil
 import signal
 import socket
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+from qemu.qmp import QMPClient
 
 from hcsshim import mount
+from hcsshim.gcs import GuestConnection
+from hcsshim.runc.reaper import DEVNULL, Child, PidfdWaiter, Reaper
+from hcsshim.transport.mux import MuxTransport
 from hcsshim.uvm import accel as accel_mod
-from hcsshim.uvm.qemu import ROOT_PORTS, SCSI_LUNS, BootFiles, UVMOptions, find_boot_files, qemu_argv
+from hcsshim.uvm import procfs
+from hcsshim.uvm.common import State, UVMError, check_state
+from hcsshim.uvm.nics import NicManager
+from hcsshim.uvm.qemu import BootFiles, UVMOptions, find_boot_files, qemu_argv
+from hcsshim.uvm.scsi import ScsiManager
+from hcsshim.uvm.shares import ShareManager
 
-if TYPE_CHECKING:
-    from qemu.qmp import QMPClient
-
-    from hcsshim.gcs import GuestConnection
-    from hcsshim.runc.reaper import Child, PidfdWaiter, Reaper
-    from hcsshim.transport.mux import MuxTransport
+__all__ = ["State", "UVMError", "UtilityVM"]
 
 log = logging.getLogger(__name__)
 guest_log = logging.getLogger("hcsshim.uvm.guest")
@@ -54,60 +58,13 @@ guest_log = logging.getLogger("hcsshim.uvm.guest")
 CONNECT_TIMEOUT = 30.0  # seconds for QEMU to start and connect its sockets
 GCS_TIMEOUT = 120.0  # seconds for the guest to boot and its GCS to negotiate (upstream: 2 minutes)
 TERMINATE_GRACE = 5.0  # seconds between QMP quit and SIGKILL
-
-
-class UVMError(Exception):
-    """A utility VM operation failed; the message names the VM, the operation and, where it matters, the state."""
-
-
-class State(enum.Enum):
-    NOT_CREATED = "not created"
-    CREATED = "created"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    CLOSED = "closed"
-    INVALID = "invalid"
-
-
-@dataclass
-class ScsiDisk:
-    host_path: str
-    read_only: bool
-    lun: int
-    refs: int = 1
-
-    @property
-    def node(self) -> str:
-        return f"lun{self.lun}"
-
-
-@dataclass
-class NetworkAdapter:
-    tap: str  # the host's tap device (made by the caller, e.g. hcsshim.hcn)
-    mac: str
-    slot: int  # the pcie-root-port it is plugged into
-
-    @property
-    def device(self) -> str:
-        return f"nic{self.slot}"
-
-    @property
-    def netdev(self) -> str:
-        return f"net{self.slot}"
-
-
-@dataclass
-class Share:
-    host_path: str
-    read_only: bool
-    name: str  # the directory under the 9p share root
-    refs: int = 1
+QMP_TIMEOUT = 10.0  # seconds for QMP stop/cont
 
 
 class UtilityVM:
-    def __init__(self, opts: UVMOptions, *, waiter: Reaper | PidfdWaiter | None = None) -> None:
-        from hcsshim.runc.reaper import PidfdWaiter
+    """One utility VM (see the module docstring): `await UtilityVM.create(opts)`, then `await vm.start()`."""
 
+    def __init__(self, opts: UVMOptions, *, waiter: Reaper | PidfdWaiter | None = None) -> None:
         self.opts = opts
         self.id = opts.id
         self.state = State.NOT_CREATED
@@ -126,21 +83,31 @@ class UtilityVM:
         self._terminating = False
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: dict[str, socket.socket] = {}
-        self._scsi: dict[tuple[str, bool], ScsiDisk] = {}
-        self._shares: dict[tuple[str, bool], Share] = {}
-        self._share_counter = 0
-        self._nics: dict[str, NetworkAdapter] = {}  # by tap name
-        self._lock = asyncio.Lock()
+        # LUN 0 is the vhd root's when it boots from rootfs.vhd
+        self.scsi = ScsiManager(self, reserved_luns=frozenset({0} if opts.root_fs_type == "vhd" else ()))
+        self.shares = ShareManager(self)
+        self.nics = NicManager(self)
 
     def __repr__(self) -> str:
         return f"UtilityVM({self.id!r}, {self.state.value})"
 
     def _check(self, operation: str, *allowed: State) -> None:
-        if self.state not in allowed:
-            raise UVMError(f"uvm {self.id}: {operation}: the VM is {self.state.value}")
+        check_state(self, operation, *allowed)
 
     def path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
+
+    def qmp_client(self, operation: str) -> QMPClient:
+        """The QMP connection; UVMError naming the operation when there is none (not started, or closed)."""
+        if self.qmp is None:
+            raise UVMError(f"uvm {self.id}: {operation}: no QMP connection (the VM is {self.state.value})")
+        return self.qmp
+
+    def guest(self, operation: str) -> GuestConnection:
+        """The GCS connection; UVMError naming the operation when there is none."""
+        if self.gcs is None:
+            raise UVMError(f"uvm {self.id}: {operation}: no GCS connection (the VM is {self.state.value})")
+        return self.gcs
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -173,9 +140,6 @@ class UtilityVM:
     async def connect_gcs(self, *, timeout: float = GCS_TIMEOUT) -> GuestConnection:
         """Waits for the guest's GCS to dial the bridge port and negotiates; fails early if the VM stops."""
         self._check("connect gcs", State.RUNNING)
-        from hcsshim.gcs import GuestConnection
-        from hcsshim.transport.mux import MuxTransport
-
         if self.gcs is not None:
             return self.gcs
         assert self.bridge is not None
@@ -220,10 +184,11 @@ class UtilityVM:
                 self._listeners[name] = s
             argv = ["setpriv", "--pdeathsig", "KILL", "--",
                     *qemu_argv(qemu, self.opts, self.boot, self.run_dir, self.accel)]
-            from hcsshim.runc.reaper import DEVNULL
-
             with open(self.path("qemu.log"), "wb") as qlog:
                 self.qemu = await self.waiter.spawn(argv, stdin=DEVNULL, stdout=qlog.fileno(), stderr=qlog.fileno())
+            started = procfs.start_time(self.qemu.pid)  # setpriv execs QEMU: the same pid and start time
+            if started is not None:
+                procfs.PidRecord(self.qemu.pid, started).write(self.run_dir)
         except OSError as exc:
             for sock in self._listeners.values():
                 sock.close()
@@ -234,8 +199,6 @@ class UtilityVM:
         self._tasks.append(loop.create_task(self._watch_exit(), name=f"uvm {self.id} exit"))
         try:
             conns = await self._accept_all()
-            from qemu.qmp import QMPClient
-
             self.qmp = QMPClient(f"uvm-{self.id}")
             await asyncio.wait_for(self.qmp.connect(conns["qmp"]), CONNECT_TIMEOUT)
             status = await self.qmp.execute("query-status")
@@ -334,7 +297,7 @@ class UtilityVM:
 
     async def wait(self) -> int:
         """Waits for the VM to stop; its QEMU exit status."""
-        self._check("wait", State.RUNNING, State.STOPPED)
+        self._check("wait", State.RUNNING, State.PAUSED, State.STOPPED)
         await self.exited.wait()
         assert self.exit_status is not None
         return self.exit_status
@@ -353,6 +316,39 @@ class UtilityVM:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.qemu.pid, signal.SIGKILL)
             await self.exited.wait()
+
+    async def pause(self) -> None:
+        """Halts the VM's processors (QMP stop): RUNNING -> PAUSED. Nothing in the guest answers until resume()."""
+        self._check("pause", State.RUNNING)
+        try:
+            await asyncio.wait_for(self.qmp_client("pause").execute("stop"), QMP_TIMEOUT)
+        except UVMError:
+            raise
+        except Exception as exc:
+            raise UVMError(f"uvm {self.id}: pause: {exc}") from None
+        if self.state is State.RUNNING:  # (it may have stopped meanwhile)
+            self.state = State.PAUSED
+
+    async def resume(self) -> None:
+        """Lets a paused VM run again (QMP cont): PAUSED -> RUNNING."""
+        self._check("resume", State.PAUSED)
+        try:
+            await asyncio.wait_for(self.qmp_client("resume").execute("cont"), QMP_TIMEOUT)
+        except UVMError:
+            raise
+        except Exception as exc:
+            raise UVMError(f"uvm {self.id}: resume: {exc}") from None
+        if self.state is State.PAUSED:
+            self.state = State.RUNNING
+
+    def stats(self) -> procfs.VMStats:
+        """QEMU's CPU time and memory now (upstream's VirtualMachineStatistics); RUNNING or PAUSED."""
+        self._check("stats", State.RUNNING, State.PAUSED)
+        assert self.qemu is not None
+        try:
+            return procfs.stats(self.qemu.pid)
+        except OSError as exc:
+            raise UVMError(f"uvm {self.id}: stats: QEMU (pid {self.qemu.pid}): {exc}") from None
 
     async def close(self) -> None:
         """Terminates the VM if it runs and releases everything it owns. Idempotent."""
@@ -380,20 +376,17 @@ class UtilityVM:
             self.bridge = None
         if self.qemu is not None:
             self.qemu.close()
-        problems = []
-        for share in list(self._shares.values()):
-            try:
-                self._unmount_share(share)
-            except OSError as exc:
-                problems.append(str(exc))
-        self._shares.clear()
-        self._scsi.clear()
-        self._nics.clear()
+        self.scsi.close()
+        self.nics.close()
+        problems = self.shares.close()
         try:
-            leftover = mount.mounted_under(self.run_dir)
-            for m in sorted(leftover, reverse=True):
+            for m in mount.mounted_under(self.run_dir):  # deepest first
                 mount.unmount(m, detach=True)
-            shutil.rmtree(self.run_dir)
+            left = mount.mounted_under(self.run_dir)
+            if left:  # never remove a tree through a bind mount: it would delete the host's files
+                problems.append(f"{self.run_dir} kept: still mounted: {', '.join(left)}")
+            else:
+                shutil.rmtree(self.run_dir)
         except OSError as exc:
             problems.append(f"remove {self.run_dir}: {exc}")
         if problems:
@@ -406,200 +399,6 @@ class UtilityVM:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-    # -- SCSI -------------------------------------------------------------------------------------------------
-
-    async def add_scsi(self, host_path: str, *, read_only: bool = True) -> ScsiDisk:
-        """Hot-adds host_path as a SCSI disk (raw; a VHD footer is just trailing bytes); shared by reference."""
-        self._check("add scsi", State.RUNNING)
-        path = os.path.realpath(host_path)
-        async with self._lock:
-            disk = self._scsi.get((path, read_only))
-            if disk is not None:
-                disk.refs += 1
-                return disk
-            if not os.path.isfile(path) and not os.path.exists(path):
-                raise UVMError(f"uvm {self.id}: add scsi {host_path}: no such file")
-            used = {d.lun for d in self._scsi.values()} | ({0} if self.opts.root_fs_type == "vhd" else set())
-            lun = next((n for n in range(1, SCSI_LUNS) if n not in used), None)
-            if lun is None:
-                raise UVMError(f"uvm {self.id}: add scsi {host_path}: all {SCSI_LUNS - 1} LUNs are in use")
-            disk = ScsiDisk(path, read_only, lun)
-            qmp = self._qmp()
-            try:
-                await qmp.execute("blockdev-add", {"driver": "raw", "node-name": disk.node, "read-only": read_only,
-                                                   "file": {"driver": "file", "filename": path,
-                                                            "read-only": read_only}})
-                try:
-                    await qmp.execute("device_add", {"driver": "scsi-hd", "bus": "scsi0.0", "channel": 0,
-                                                     "scsi-id": 0, "lun": lun, "drive": disk.node,
-                                                     "id": disk.node, "serial": disk.node})
-                except Exception:
-                    await qmp.execute("blockdev-del", {"node-name": disk.node})
-                    raise
-            except Exception as exc:
-                raise UVMError(f"uvm {self.id}: add scsi {host_path}: {exc}") from None
-            self._scsi[(path, read_only)] = disk
-            return disk
-
-    async def remove_scsi(self, disk: ScsiDisk) -> None:
-        """Drops a reference; the last one unplugs the disk (the guest must have unmounted it first)."""
-        self._check("remove scsi", State.RUNNING, State.STOPPED)
-        async with self._lock:
-            if self._scsi.get((disk.host_path, disk.read_only)) is not disk:
-                raise UVMError(f"uvm {self.id}: remove scsi {disk.host_path}: not attached")
-            disk.refs -= 1
-            if disk.refs > 0:
-                return
-            del self._scsi[(disk.host_path, disk.read_only)]
-            if self.state is not State.RUNNING:
-                return
-            qmp = self._qmp()
-            try:
-                await self._device_del(qmp, disk.node)
-                await qmp.execute("blockdev-del", {"node-name": disk.node})
-            except Exception as exc:
-                raise UVMError(f"uvm {self.id}: remove scsi {disk.host_path} (lun {disk.lun}): {exc}") from None
-
-    async def _device_del(self, qmp: QMPClient, device_id: str, timeout: float = 30.0) -> None:
-        """device_del and wait for DEVICE_DELETED (QEMU has let go of the device)."""
-        from qemu.qmp import EventListener
-
-        listener = EventListener(("DEVICE_DELETED",))
-        with qmp.listen(listener):
-            await qmp.execute("device_del", {"id": device_id})
-
-            async def deleted() -> None:
-                async for event in listener:
-                    if event.get("data", {}).get("device") == device_id:
-                        return
-
-            await asyncio.wait_for(deleted(), timeout)
-
-    def _qmp(self) -> QMPClient:
-        if self.qmp is None:
-            raise UVMError(f"uvm {self.id}: no QMP connection")
-        return self.qmp
-
-    @property
-    def scsi_disks(self) -> list[ScsiDisk]:
-        return sorted(self._scsi.values(), key=lambda d: d.lun)
-
-    # -- shares -------------------------------------------------------------------------------------------------
-
-    async def add_share(self, host_path: str, *, read_only: bool = False) -> Share:
-        """Makes host_path visible in the 9p share root as shares/<name> (a bind mount); shared by reference."""
-        self._check("add share", State.CREATED, State.RUNNING)
-        path = os.path.realpath(host_path)
-        async with self._lock:
-            share = self._shares.get((path, read_only))
-            if share is not None:
-                share.refs += 1
-                return share
-            if not os.path.exists(path):
-                raise UVMError(f"uvm {self.id}: add share {host_path}: no such file or directory")
-            self._share_counter += 1
-            share = Share(path, read_only, str(self._share_counter))
-            target = self.path(os.path.join("shares", share.name))
-            try:
-                if os.path.isdir(path):
-                    os.mkdir(target, 0o700)
-                else:
-                    with open(target, "x"):
-                        pass
-                mount.mount("", path, ["bind"], target)
-                if read_only:
-                    mount.mount("", path, ["bind", "remount", "ro"], target)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    mount.unmount(target, detach=True)
-                with contextlib.suppress(OSError):
-                    os.rmdir(target) if os.path.isdir(target) else os.unlink(target)
-                raise UVMError(f"uvm {self.id}: add share {host_path}: {exc}") from None
-            self._shares[(path, read_only)] = share
-            return share
-
-    async def remove_share(self, share: Share) -> None:
-        self._check("remove share", State.CREATED, State.RUNNING, State.STOPPED)
-        async with self._lock:
-            if self._shares.get((share.host_path, share.read_only)) is not share:
-                raise UVMError(f"uvm {self.id}: remove share {share.host_path}: not shared")
-            share.refs -= 1
-            if share.refs > 0:
-                return
-            del self._shares[(share.host_path, share.read_only)]
-            try:
-                self._unmount_share(share)
-            except OSError as exc:
-                raise UVMError(f"uvm {self.id}: remove share {share.host_path}: {exc}") from None
-
-    def _unmount_share(self, share: Share) -> None:
-        target = self.path(os.path.join("shares", share.name))
-        mount.unmount(target, detach=True)
-        if os.path.isdir(target):
-            os.rmdir(target)
-        else:
-            os.unlink(target)
-
-    @property
-    def shares(self) -> list[Share]:
-        return list(self._shares.values())
-
-    # -- network adapters ---------------------------------------------------------------------------------------
-
-    async def add_network_adapter(self, tap: str, *, mac: str | None = None) -> NetworkAdapter:
-        """Hot-plugs a virtio-net adapter on the host tap device `tap` (upstream: an HNS endpoint's NIC); the
-        guest finds it by `mac` (default: a locally administered address derived from the VM and the slot)."""
-        self._check("add network adapter", State.RUNNING)
-        async with self._lock:
-            if tap in self._nics:
-                raise UVMError(f"uvm {self.id}: add network adapter {tap}: already added")
-            if not os.path.exists(f"/sys/class/net/{tap}"):
-                raise UVMError(f"uvm {self.id}: add network adapter {tap}: no such network device")
-            used = {n.slot for n in self._nics.values()}
-            slot = next((i for i in range(ROOT_PORTS) if i not in used), None)
-            if slot is None:
-                raise UVMError(f"uvm {self.id}: add network adapter {tap}: all {ROOT_PORTS} slots are in use")
-            if mac is None:
-                import hashlib
-
-                h = hashlib.sha256(f"{self.id}/{slot}".encode()).digest()
-                mac = "02:" + ":".join(f"{b:02x}" for b in h[:5])
-            nic = NetworkAdapter(tap, mac.lower(), slot)
-            qmp = self._qmp()
-            try:
-                await qmp.execute("netdev_add", {"type": "tap", "id": nic.netdev, "ifname": tap, "script": "no",
-                                                 "downscript": "no"})
-                try:
-                    await qmp.execute("device_add", {"driver": "virtio-net-pci", "netdev": nic.netdev,
-                                                     "mac": nic.mac, "bus": f"rp{slot}", "id": nic.device})
-                except Exception:
-                    await qmp.execute("netdev_del", {"id": nic.netdev})
-                    raise
-            except Exception as exc:
-                raise UVMError(f"uvm {self.id}: add network adapter {tap}: {exc}") from None
-            self._nics[tap] = nic
-            return nic
-
-    async def remove_network_adapter(self, nic: NetworkAdapter, *, timeout: float = 60.0) -> None:
-        """Unplugs the adapter (PCIe hot-unplug waits for the guest to let go: seconds under TCG)."""
-        self._check("remove network adapter", State.RUNNING, State.STOPPED)
-        async with self._lock:
-            if self._nics.get(nic.tap) is not nic:
-                raise UVMError(f"uvm {self.id}: remove network adapter {nic.tap}: not added")
-            del self._nics[nic.tap]
-            if self.state is not State.RUNNING:
-                return
-            qmp = self._qmp()
-            try:
-                await self._device_del(qmp, nic.device, timeout)
-                await qmp.execute("netdev_del", {"id": nic.netdev})
-            except Exception as exc:
-                raise UVMError(f"uvm {self.id}: remove network adapter {nic.tap}: {exc}") from None
-
-    @property
-    def network_adapters(self) -> list[NetworkAdapter]:
-        return sorted(self._nics.values(), key=lambda n: n.slot)
 
 
 def _relay(vm_id: str, line: bytes) -> None:

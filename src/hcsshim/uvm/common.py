@@ -1,0 +1,110 @@
+"""What a utility VM and its device managers share: the error type, the VM's states, the VM as a manager sees
+it (`Machine`), and the two operations every manager needs: a QMP device_del that waits for QEMU to let go,
+and `guest_step`, which runs a guest or QMP step of a teardown unless the VM has stopped.
+
+The managers (scsi, shares, nics) take the VM as a `Machine` and never import the VM module: the VM owns them,
+not the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+from qemu.qmp import EventListener, ExecuteError, QMPClient
+
+from hcsshim.bridge import HResultError
+from hcsshim.gcs import GuestConnection
+
+T = TypeVar("T")
+
+STOP_GRACE = 2.0  # seconds a step that failed for lack of a peer waits to see the VM stop (then it was that)
+
+
+class UVMError(Exception):
+    """A utility VM operation failed; the message names the VM, the operation and, where it matters, the state."""
+
+
+class State(enum.Enum):
+    NOT_CREATED = "not created"
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    CLOSED = "closed"
+    INVALID = "invalid"
+
+
+class Machine(Protocol):
+    """The VM as its device managers use it."""
+
+    id: str
+    state: State
+    exited: asyncio.Event
+
+    def path(self, name: str) -> str:
+        """A file in the VM's run dir."""
+
+    def qmp_client(self, operation: str) -> QMPClient:
+        """The QMP connection (UVMError naming the operation when there is none)."""
+
+    def guest(self, operation: str) -> GuestConnection:
+        """The GCS connection (UVMError naming the operation when there is none)."""
+
+
+def check_state(vm: Machine, operation: str, *allowed: State) -> None:
+    """UVMError("uvm <id>: <operation>: the VM is <state>") unless the VM is in one of `allowed`."""
+    if vm.state not in allowed:
+        raise UVMError(f"uvm {vm.id}: {operation}: the VM is {vm.state.value}")
+
+
+def stopped(vm: Machine) -> bool:
+    """QEMU is gone (or going): nothing in the guest or QEMU is left to undo."""
+    return vm.exited.is_set() or vm.state in (State.STOPPED, State.CLOSED, State.INVALID)
+
+
+async def guest_step(vm: Machine, step: Awaitable[T]) -> bool:
+    """Runs one guest or QMP step of a teardown: True when it ran, False when the VM stopped before or during it
+    (its guest and QEMU are gone, so there is nothing to undo and nothing to wait for). A failure that is not
+    the VM stopping is raised: an HRESULT from the guest or an error from QMP at once, any other (a closed
+    bridge, a lost QMP socket) after STOP_GRACE seconds of looking whether the VM is going down."""
+    if stopped(vm):
+        if asyncio.iscoroutine(step):
+            step.close()
+        return False
+    task = asyncio.ensure_future(step)
+    died = asyncio.ensure_future(vm.exited.wait())
+    try:
+        await asyncio.wait([task, died], return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            return False
+        exc = task.exception()
+        if exc is None:
+            return True
+        if not isinstance(exc, (HResultError, ExecuteError)):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(died), STOP_GRACE)
+            if stopped(vm):
+                return False
+        raise exc
+    finally:
+        task.cancel()
+        died.cancel()
+
+
+async def device_del(qmp: QMPClient, device_id: str, timeout: float = 30.0) -> None:
+    """QMP device_del, then wait for DEVICE_DELETED: QEMU has let go of the device (a PCIe unplug waits for
+    the guest: seconds under TCG)."""
+    listener = EventListener(("DEVICE_DELETED",))
+    with qmp.listen(listener):
+        await qmp.execute("device_del", {"id": device_id})
+
+        async def deleted() -> None:
+            async for event in listener:
+                if event.get("data", {}).get("device") == device_id:
+                    return
+
+        await asyncio.wait_for(deleted(), timeout)

@@ -32,6 +32,15 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hcsshim.boot.bootfiles import build
+from hcsshim.bridge.resources import CombinedLayers
+from hcsshim.runc.reaper import PidfdWaiter
+from hcsshim.testing.images import busybox_layer_tar
+from hcsshim.testing.rootfs import oci_spec
+from hcsshim.uvm import UtilityVM, UVMOptions
+from hcsshim.uvm import accel as accel_mod
+from hcsshim.uvm.qemu import find_boot_files, kernel_cmdline
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MARKER = b"HCSSHIM-FLOOR-INIT"
 
@@ -64,8 +73,6 @@ PY_MARKER = 0xC0FFEE  # python3 -c print(0xC0FFEE): no spaces or quotes on the k
 def floor_run(boot: Path, initrd: Path, args: argparse.Namespace, accel: str, *, python: bool = False) -> float:
     """Seconds from QEMU's start to the floor's marker on the console; python: our initrd.cpio, whose init
     starts the first Python process of the VM (with a virtio-serial device, as init waits for its ports)."""
-    from hcsshim.uvm.qemu import UVMOptions, find_boot_files, kernel_cmdline
-
     opts = UVMOptions(id="floor", boot_files_path=str(boot), memory_mb=args.memory, cpus=args.cpus)
     cmdline = kernel_cmdline(opts, find_boot_files(opts)).split(" -- ")[0]
     marker = MARKER
@@ -92,8 +99,6 @@ def floor_run(boot: Path, initrd: Path, args: argparse.Namespace, accel: str, *,
 
 
 def layer_image(work: Path) -> Path:
-    from hcsshim.testing.images import busybox_layer_tar
-
     tar = work / "busybox.tar"
     tar.write_bytes(busybox_layer_tar())
     out = work / "busybox.vhd"
@@ -108,10 +113,6 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
 
     The container gets a scratch disk formatted on the host beforehand, as hcsshim copies a formatted
     scratch template."""
-    from hcsshim.bridge.resources import CombinedLayers
-    from hcsshim.testing.rootfs import oci_spec
-    from hcsshim.uvm import UtilityVM, UVMOptions
-
     opts = UVMOptions(id=f"bench-{os.getpid()}-{i}", boot_files_path=str(boot), memory_mb=args.memory,
                       cpus=args.cpus, run_root="/run/hcsshim/uvm-bench", root_fs_type=root_fs_type)
     scratch = work / f"scratch-{i}.img"
@@ -156,16 +157,11 @@ def main() -> int:
         work = Path(tmp)
         boot = args.boot_files
         if boot is None:
-            from hcsshim.boot.bootfiles import build
-
             status("building the boot files")
             boot = work / "out"
             build(None, boot, Path(os.environ.get("HCSSHIM_TEST_CACHE", "/var/cache/hcsshim-test")) / "debs")
         initrd = floor_initrd(work)
         layer = layer_image(work)
-        from hcsshim.runc.reaper import PidfdWaiter
-        from hcsshim.uvm import accel as accel_mod
-
         accel = asyncio.run(accel_mod.choose(str(boot / "vmlinux"), waiter=PidfdWaiter()))
         kinds = ("initrd", "vhd") if (boot / "rootfs.vhd").exists() else ("initrd",)
         floors: list[float] = []

@@ -74,7 +74,7 @@ class NicManager:
     def adapters(self) -> list[Nic]:
         return sorted(self._nics.values(), key=lambda n: n.slot)
 
-    async def add(self, tap: str, *, mac: str | None = None) -> Nic:
+    async def add(self, tap: str, mac: str | None = None) -> Nic:
         op = f"add network adapter {tap}"
         check_state(self.vm, op, State.RUNNING)
         if tap in self._nics:

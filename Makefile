@@ -7,14 +7,19 @@ VPY := $(VENV)/bin/python
 DEB_PACKAGES := containerd runc busybox-static e2fsprogs cryptsetup-bin qemu-system-x86 cpio python3-venv python3-dev iproute2 util-linux procps
 PROTO_SRC := $(shell find src/hcsshim/api -name '*.proto' 2>/dev/null)
 
-.PHONY: all setup deb venv test unit integration demo bench proto lint clean
+.PHONY: all setup deb venv bootfiles test unit integration demo bench proto lint clean
 
 # The guest boot files (upstream's `make all`): BASE=rootfs.tar[.gz]|.cpio[.gz], default: Debian packages.
 BASE ?=
 all: setup
 	$(VPY) -m hcsshim.cmd.bootfiles build $(if $(BASE),--base $(BASE)) --out out
 
-setup: deb venv
+setup: deb venv bootfiles
+
+# The default guest boot files, where the shim looks without BootFilesRootPath (<venv>/share/hcsshim/LinuxBootFiles);
+# rebuilt only when the guest's sources changed.
+bootfiles: deb venv
+	$(VPY) -m hcsshim.cmd.bootfiles install
 
 # Install only what is missing: a second run costs one dpkg-query.
 deb:
@@ -47,7 +52,7 @@ demo: setup
 	$(VPY) -m hcsshim.testing.demo
 
 # Every benchmark, each side by side with its anchor; `make bench-shim` etc. run one.
-BENCHES := shim ext4 bridge uvm
+BENCHES := shim ext4 bridge uvm lcow
 bench: setup
 	@set -e; for b in $(BENCHES); do if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(VPY) bench/$$b.py; fi; done
 

@@ -117,9 +117,9 @@ def new_id() -> Callable[[str], str]:
 
 @pytest.fixture(scope="session")
 def boot_files() -> Path:
-    """`make all`'s output (default Debian base) for this checkout's guest code, built once per source digest
-    and cached in $HCSSHIM_TEST_CACHE (default /var/cache/hcsshim-test, see hcsshim.testing.bootfiles);
-    $HCSSHIM_TEST_BOOT_FILES names a prebuilt output to use instead."""
+    """The default boot files (`make all`'s output, default Debian base) for this checkout's guest code, where the
+    shim finds them without BootFilesRootPath: `make setup` installs them, and this rebuilds them when the guest's
+    sources changed (hcsshim.boot.installed); $HCSSHIM_TEST_BOOT_FILES names a prebuilt output to use instead."""
     from hcsshim.testing.bootfiles import default_bootfiles
 
     prebuilt = os.environ.get("HCSSHIM_TEST_BOOT_FILES")

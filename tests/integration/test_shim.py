@@ -13,8 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from hcsshim.testing.containerd import Containerd
 from hcsshim.testing.sockets import unix_exchange
 
@@ -316,22 +314,6 @@ def test_an_invalid_config_json_fails_create_clearly_and_leaves_nothing(containe
     assert out.returncode != 0
     assert b"process.args must be a non-empty list" in out.stderr, out.stderr
     containerd.ctr("container", "delete", cid, check=False)
-
-
-def test_hypervisor_isolation_is_refused_clearly(containerd: Containerd, busybox_ref: str, tmp_path: Path,
-                                                 new_id) -> None:
-    from hcsshim.api.runhcs.options.runhcs_pb2 import Options
-    from hcsshim.shim.events import pack_any
-
-    # ctr passes --runtime-config-path as runtimeoptions; the runhcs type has to come from the CRI, so we
-    # check the same decision through the option parser the shim's Create uses.
-    from hcsshim.shim.service import HYPERVISOR_UNAVAILABLE, parse_options
-    from hcsshim.ttrpc import Code, TtrpcError
-
-    with pytest.raises(TtrpcError) as err:
-        parse_options("x", pack_any(Options(sandbox_isolation=Options.HYPERVISOR)))
-    assert err.value.code == Code.FAILED_PRECONDITION
-    assert HYPERVISOR_UNAVAILABLE in err.value.message
 
 
 def _shim_socket(cd: Containerd, cid: str) -> str:

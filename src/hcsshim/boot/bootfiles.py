@@ -357,7 +357,7 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
-def _unit_files(src: Path, unit: str) -> list[Path]:
+def unit_files(src: Path, unit: str) -> list[Path]:
     """The files of hcsshim.<unit>: a package's .py files or a single module."""
     if (src / unit / "__init__.py").exists():
         return sorted((src / unit).rglob("*.py"))
@@ -371,14 +371,14 @@ def guest_import_violations(src: Path | None = None) -> list[str]:
     src = src or Path(hcsshim.__file__).parent
     problems = []
     for unit in GUEST_UNITS:
-        files = _unit_files(src, unit)
+        files = unit_files(src, unit)
         if not files:
             problems.append(f"hcsshim.{unit}: not present")
         for f in files:
             for m in sorted(_imports(f)):
                 parts = m.split(".")
                 if parts[0] == "hcsshim":
-                    if len(parts) > 1 and _unit_files(src, parts[1]) and parts[1] not in GUEST_UNITS:
+                    if len(parts) > 1 and unit_files(src, parts[1]) and parts[1] not in GUEST_UNITS:
                         problems.append(f"{f.relative_to(src)} imports {m}, outside the guest's set")
                 elif parts[0] not in sys.stdlib_module_names:
                     problems.append(f"{f.relative_to(src)} imports {m}, not in the standard library")
@@ -395,7 +395,7 @@ def guest_python(log: Log) -> tuple[Tree, list[str]]:
     tree = Tree()
     tree.add(f"{GUEST_SITE}/hcsshim/__init__.py", Entry.file((src / "__init__.py").read_bytes()))
     for unit in GUEST_UNITS:
-        for f in _unit_files(src, unit):
+        for f in unit_files(src, unit):
             tree.add(f"{GUEST_SITE}/hcsshim/{f.relative_to(src).as_posix()}", Entry.file(f.read_bytes()))
     log(f"guest code: hcsshim.{', hcsshim.'.join(GUEST_UNITS)}")
     return tree, sorted(GUEST_UNITS)

@@ -1,6 +1,9 @@
-"""The bootfiles command: `python -m hcsshim.cmd.bootfiles build [--base BASE] [--out out] [--cache DIR]`.
+"""The bootfiles command: `python -m hcsshim.cmd.bootfiles build [--base BASE] [--out out] [--cache DIR]` and
+`python -m hcsshim.cmd.bootfiles install [--path DIR]`.
 
-Builds the guest boot files (hcsshim.boot) the way upstream's `make all` does. Exit codes: 0 success,
+`build` makes the guest boot files (hcsshim.boot) the way upstream's `make all` does. `install` puts the default
+boot files where the shim looks when no BootFilesRootPath is given (hcsshim.uvm.bootpath), rebuilding them only
+when this code's guest sources changed (`make setup` runs it). Exit codes: 0 success,
 1 the build failed (one line on stderr naming the step and input; nothing half-written left in --out),
 2 a usage error. Progress goes to stderr: a bar on a TTY (tqdm), plain lines otherwise with -v.
 """
@@ -11,6 +14,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from hcsshim.boot.archive import ArchiveError
+from hcsshim.boot.bootfiles import STAGES, BuildError, build
+from hcsshim.boot.installed import ensure_installed, is_current
+from hcsshim.boot.modules import ModuleError
+from hcsshim.uvm.bootpath import installed_boot_files_path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,14 +39,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--keep-module-signatures", action="store_true",
                    help="ship kernel modules signed (the guest then spends ~1.7 s more checking them under TCG)")
     b.add_argument("-v", "--verbose", action="store_true", help="print each step and detail")
+    i = sub.add_parser("install", help="install the default boot files (rebuilt only when the guest code changed)",
+                       description="Builds the default boot files (no BASE) into the directory the shim uses by "
+                                   "default, unless the ones there were built from the same guest sources.")
+    i.add_argument("--path", type=Path, default=None,
+                   help=f"where to install (default: {installed_boot_files_path()})")
+    i.add_argument("--cache", type=Path, help="download cache for .debs (default: ~/.cache/hcsshim/debs)")
     return p
+
+
+def install(args: argparse.Namespace) -> int:
+    path = args.path or installed_boot_files_path()
+    t0 = time.monotonic()
+    try:
+        if is_current(path):
+            print(f"bootfiles: {path} is up to date", file=sys.stderr)
+            return 0
+        ensure_installed(path, cache=args.cache, log=lambda m: print(f"bootfiles: {m}", file=sys.stderr))
+    except (BuildError, ArchiveError, ModuleError, OSError) as e:
+        print(f"bootfiles: install {path}: {e}", file=sys.stderr)
+        return 1
+    print(f"bootfiles: installed {path} ({time.monotonic() - t0:.1f} s)", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from hcsshim.boot.archive import ArchiveError
-    from hcsshim.boot.bootfiles import STAGES, BuildError, build
-    from hcsshim.boot.modules import ModuleError
+    if args.command == "install":
+        return install(args)
 
     bar = None
     if sys.stderr.isatty() and not args.verbose:

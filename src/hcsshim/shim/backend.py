@@ -53,7 +53,7 @@ class ProcessBackend(abc.ABC):
         """Sends `signal` (to every process of the container with all_); ProcessGone when it has exited."""
 
     @abc.abstractmethod
-    def resize(self, width: int, height: int) -> None:
+    async def resize(self, width: int, height: int) -> None:
         """Resizes the process's terminal (FailedPrecondition when it has none)."""
 
     @abc.abstractmethod

@@ -90,11 +90,6 @@ def run(listener: socket.socket, flags: Flags, *, bundle: str, socket_path: str,
     fork server's ensure_running, so that later `start`s get a warm daemon, see forkserver.py). A daemon from the
     fork server has it all loaded already and brings the event `loop` it made while it waited."""
     setup_logging(bundle, flags)
-    import sys
-
-    # The daemon never speaks TLS; asyncio imports ssl only optionally, and skipping it saves ~7 ms of start-up
-    # on the critical path of every `ctr run`.
-    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     import asyncio
     import gc
 
@@ -133,7 +128,7 @@ async def _serve(listener: socket.socket, flags: Flags, *, bundle: str, socket_p
     runc = Runc(runc_root(bundle, flags.namespace), reaper=reaper, debug=flags.debug)
     publisher = Publisher(os.environ.get("TTRPC_ADDRESS", ""), flags.namespace)
     service = TaskService(shim_id=flags.id, namespace=flags.namespace, runc=runc, reaper=reaper,
-                          publish=publisher.publish)
+                          publish=publisher.publish, debug=flags.debug)
     server = Server()
     server.register(SERVICE, service.methods())
     for sig in (signal.SIGTERM, signal.SIGINT):

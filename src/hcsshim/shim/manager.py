@@ -230,7 +230,9 @@ def delete(flags: Flags) -> int:
         except (OSError, subprocess.TimeoutExpired) as exc:
             warnings.append(f"runc delete {flags.id}: {exc}")
     from hcsshim import mount
+    from hcsshim.shim import vmcleanup  # uvm and the layer cache: only on this (rare) path
 
+    warnings += vmcleanup.cleanup_after_dead_shim(bundle, flags.id)
     rootfs = os.path.join(bundle, "rootfs")
     try:
         mount.unmount_all(rootfs)

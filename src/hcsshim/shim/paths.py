@@ -19,6 +19,8 @@ INIT_PID_FILE = "init.pid"
 # Written by the daemon when it deleted a task: the marshalled DeleteResponse, so that containerd's `delete` call
 # (which it waits for after every disconnect) can answer without loading protobuf or calling runc.
 DELETE_RESPONSE_FILE = "shim-delete-response.pb"
+# The holder under which a hypervisor-isolated task references its layer images (hcsshim.layers).
+LAYER_HOLDER_FILE = "layer-holder"
 
 
 def socket_address(containerd_address: str, namespace: str, group_id: str) -> str:
@@ -72,3 +74,28 @@ def can_connect(path: str) -> bool:
         return False
     finally:
         s.close()
+
+
+UVM_RUN_BASE = "/run/hcsshim/uvm"
+
+
+def uvm_id(task_id: str) -> str:
+    """The id of the utility VM a standalone task or a pod's sandbox owns (upstream: `<id>@vm`)."""
+    return f"{task_id}@vm"
+
+
+def uvm_run_root(bundle: str) -> str:
+    """Where this containerd instance's utility VMs keep their run dirs: `/run/hcsshim/uvm/<8 hex>`."""
+    return uvm_run_root_of_state(state_dir_of(bundle) or "/run/containerd")
+
+
+def uvm_run_root_of_state(containerd_state: str) -> str:
+    """`uvm_run_root` from containerd's state directory.
+
+    Short on purpose: the VM's unix sockets live there and sun_path holds 108 bytes (a CRI id is 64 characters);
+    the hex is the sha256 of containerd's state directory, so several containerd instances never share VM ids."""
+    try:
+        from _sha256 import sha256
+    except ImportError:
+        from hashlib import sha256
+    return os.path.join(UVM_RUN_BASE, sha256(os.path.normpath(containerd_state).encode()).hexdigest()[:8])

@@ -138,7 +138,7 @@ class RuncProcess(ProcessBackend):
                 raise ProcessGone from None
             raise errors.TtrpcError(errors.Code.UNKNOWN, f"kill {self.name}: {exc}") from None
 
-    def resize(self, width: int, height: int) -> None:
+    async def resize(self, width: int, height: int) -> None:
         if self.io is None or self.io.master is None:
             raise errors.failed_precondition(f"resize {self.name}: the process has no terminal")
         self.io.resize(width, height)

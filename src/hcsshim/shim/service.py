@@ -19,15 +19,14 @@ from hcsshim.api.containerd.events import task_pb2 as ev
 from hcsshim.api.containerd.task.v2 import shim_pb2 as api
 from hcsshim.api.containerd.types.task_pb2 import ProcessInfo
 from hcsshim.api.runc.options.oci_pb2 import ProcessDetails
-from hcsshim.api.runhcs.options.runhcs_pb2 import Options
+from hcsshim.shim import options
 from hcsshim.shim.events import pack_any
 from hcsshim.shim.paths import DELETE_RESPONSE_FILE, write_file_atomic
-from hcsshim.shim.runcbackend import RuncSandbox
-from hcsshim.shim.task import Host, Task
+from hcsshim.shim.sandbox import open_sandbox
+from hcsshim.shim.task import Host, Task, load_spec
 from hcsshim.ttrpc import errors
 
 if TYPE_CHECKING:
-    from google.protobuf.any_pb2 import Any
     from google.protobuf.message import Message
 
     from hcsshim.runc import Reaper, Runc
@@ -37,36 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("hcsshim.shim.service")
 
 SERVICE = "containerd.task.v2.Task"
-OPTIONS_TYPE = Options.DESCRIPTOR.full_name
 RESOURCES_LINUX = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
-HYPERVISOR_UNAVAILABLE = "hypervisor isolation is not available yet"
-
-
-def parse_options(task_id: str, any_: Any) -> Options:
-    """The runtime options of a Create; empty means defaults. Other types are rejected, as runhcs does."""
-    opts = Options()
-    if not any_.type_url and not any_.value:
-        return opts
-    if any_.type_url.rsplit("/", 1)[-1] != OPTIONS_TYPE:
-        raise errors.invalid_argument(f"create task {task_id}: runtime options of type {any_.type_url!r}: "
-                                      f"expected {OPTIONS_TYPE}")
-    try:
-        opts.ParseFromString(any_.value)
-    except Exception as exc:
-        raise errors.invalid_argument(f"create task {task_id}: runtime options: {exc}") from None
-    if opts.sandbox_isolation == Options.HYPERVISOR:
-        raise errors.failed_precondition(f"create task {task_id}: {HYPERVISOR_UNAVAILABLE}")
-    if opts.sandbox_platform and not opts.sandbox_platform.startswith("linux/"):
-        raise errors.failed_precondition(f"create task {task_id}: sandbox platform {opts.sandbox_platform!r} "
-                                         "is not supported on Linux")
-    return opts
 
 
 class TaskService:
     """State: SERVING -> SHUTTING_DOWN (a Shutdown found no task left; the daemon then exits)."""
 
     def __init__(self, *, shim_id: str, namespace: str, runc: Runc, reaper: Reaper,
-                 publish: Callable[[Message], None]) -> None:
+                 publish: Callable[[Message], None], debug: bool = False) -> None:
         self.shim_id = shim_id
         self.namespace = namespace
         self.tasks: dict[str, Task] = {}
@@ -75,7 +52,8 @@ class TaskService:
         self.shutdown_requested = asyncio.Event()
         self.host = Host(publish, self._spawn, namespace)
         self.publish = publish
-        self.sandbox: Sandbox = RuncSandbox(self.host, runc, reaper)
+        self.runc, self.reaper, self.debug = runc, reaper, debug
+        self.sandbox: Sandbox | None = None  # opened by the first Create (hcsshim.shim.sandbox)
 
     def _spawn(self, coro: Awaitable, *, name: str | None = None) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -92,7 +70,9 @@ class TaskService:
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        await self.sandbox.close()
+        if self.sandbox is not None:
+            await self.sandbox.close()
+            self.sandbox = None
 
     def methods(self) -> dict[str, tuple[type, Callable]]:
         return {
@@ -115,6 +95,11 @@ class TaskService:
             "Shutdown": (api.ShutdownRequest, self.shutdown),
         }
 
+    async def _close_sandbox_if_empty(self) -> None:
+        if self.sandbox is not None and not self.tasks and not self._creating and self.sandbox.empty:
+            sandbox, self.sandbox = self.sandbox, None
+            await sandbox.close()
+
     def _task(self, id: str) -> Task:
         task = self.tasks.get(id)
         if task is None:
@@ -129,12 +114,20 @@ class TaskService:
             raise errors.already_exists(f"create task {req.id}: task already exists")
         if req.checkpoint:
             raise errors.unimplemented(f"create task {req.id}: restoring from a checkpoint")
-        parse_options(req.id, req.options)
+        spec = load_spec(req.id, req.bundle)
+        opts = options.parse(req.id, req.options)
+        options.apply_to_spec(spec, opts)
         self._creating.add(req.id)
         try:
-            task = await Task.create(self.host, self.sandbox, req)
-        finally:
+            if self.sandbox is None:
+                self.sandbox = await open_sandbox(self.host, req, spec, opts, runc=self.runc, reaper=self.reaper,
+                                                  debug=self.debug)
+            task = await Task.create(self.host, self.sandbox, req, spec)
+        except BaseException:
             self._creating.discard(req.id)
+            await self._close_sandbox_if_empty()
+            raise
+        self._creating.discard(req.id)
         self.tasks[req.id] = task
         self.publish(ev.TaskCreate(
             container_id=req.id, bundle=req.bundle, rootfs=req.rootfs,
@@ -152,7 +145,9 @@ class TaskService:
         resp = await task.delete_process(req.exec_id)
         if not req.exec_id:
             del self.tasks[req.id]
+            assert self.sandbox is not None
             await self.sandbox.container_deleted(req.id)
+            await self._close_sandbox_if_empty()
             try:
                 write_file_atomic(os.path.join(task.bundle, DELETE_RESPONSE_FILE), resp.SerializeToString())
             except OSError as exc:
@@ -193,7 +188,7 @@ class TaskService:
         return Empty()
 
     async def resize_pty(self, ctx: RequestContext, req: api.ResizePtyRequest) -> Empty:
-        self._task(req.id).process(req.exec_id).resize(req.width, req.height)
+        await self._task(req.id).process(req.exec_id).resize(req.width, req.height)
         return Empty()
 
     async def close_io(self, ctx: RequestContext, req: api.CloseIORequest) -> Empty:

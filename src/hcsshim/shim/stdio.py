@@ -62,7 +62,7 @@ def _target_path(uri: str, stream: str) -> tuple[str, str]:
     raise StdioError(f"{stream} {uri}: unsupported scheme {scheme!r} (fifo and file are supported)")
 
 
-def _open_output(uri: str, stream: str) -> tuple[int, int | None]:
+def open_output(uri: str, stream: str) -> tuple[int, int | None]:
     """Opens an output target: (write fd, keep-alive read fd or None)."""
     kind, path = _target_path(uri, stream)
     try:
@@ -79,7 +79,7 @@ def _open_output(uri: str, stream: str) -> tuple[int, int | None]:
         raise StdioError(f"open {stream} {path}: {exc.strerror}") from None
 
 
-def _open_input(uri: str) -> int:
+def open_input(uri: str) -> int:
     _, path = _target_path(uri, "stdin")
     try:
         return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -231,11 +231,11 @@ class ProcessIO:
         if p.terminal:
             self.console = ConsoleSocket()
             if p.stdin:
-                self._stdin_src = self._keep(_open_input(p.stdin))
+                self._stdin_src = self._keep(open_input(p.stdin))
             return
         loop = self._loop
         if p.stdin:
-            self._stdin_src = self._keep(_open_input(p.stdin))
+            self._stdin_src = self._keep(open_input(p.stdin))
             r, w = os.pipe2(os.O_CLOEXEC)
             self._child[0] = r
             self._stdin_w = self._keep(w)
@@ -246,7 +246,7 @@ class ProcessIO:
             if index == 2 and uri == p.stdout and uri.startswith("file://"):
                 self._child[2] = self._child[1]   # same file: one pipe carries both streams into it
                 continue
-            dst, keep = _open_output(uri, name)
+            dst, keep = open_output(uri, name)
             self._keep(dst)
             if keep is not None:
                 self._keep(keep)
@@ -280,7 +280,7 @@ class ProcessIO:
             self.console = None
         self.master = self._keep(master)
         if self.paths.stdout:
-            dst, keep = _open_output(self.paths.stdout, "stdout")
+            dst, keep = open_output(self.paths.stdout, "stdout")
             self._keep(dst)
             if keep is not None:
                 self._keep(keep)

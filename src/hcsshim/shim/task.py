@@ -225,10 +225,10 @@ class Process:
             stdout=self.paths.stdout, stderr=self.paths.stderr, terminal=self.paths.terminal,
             exit_status=self.exit_status, exited_at=timestamp(self.exited_at), exec_id=self.exec_id)
 
-    def resize(self, width: int, height: int) -> None:
+    async def resize(self, width: int, height: int) -> None:
         if self.backend is None or not self.paths.terminal:
             raise errors.failed_precondition(f"resize {self.name}: the process has no terminal")
-        self.backend.resize(width, height)
+        await self.backend.resize(width, height)
 
     def close_stdin(self) -> None:
         if self.backend is not None:
@@ -265,9 +265,8 @@ class Task:
 
     # -- creation -----------------------------------------------------------------------------------------
     @classmethod
-    async def create(cls, host: Host, sandbox: Sandbox, req: api.CreateTaskRequest) -> Task:
-        """Reads and checks the spec, then has the sandbox create the container (which cleans up on failure)."""
-        spec = load_spec(req.id, req.bundle)
+    async def create(cls, host: Host, sandbox: Sandbox, req: api.CreateTaskRequest, spec: dict) -> Task:
+        """Has the sandbox create the container of `req` (it cleans up on failure); `spec` is load_spec's."""
         paths = StdioPaths(req.stdin, req.stdout, req.stderr, req.terminal)
         if paths.terminal and paths.stderr:
             raise errors.invalid_argument(f"create task {req.id}: terminal processes have no separate stderr: "

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hcsshim.shim.paths import uvm_run_root_of_state
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from types import TracebackType
@@ -197,6 +199,8 @@ class Containerd:
         self.log = self.workdir / "containerd.log"
         self.config = self.workdir / "config.toml"
         self.fifo_dir = self.workdir / "fifo"
+        self.layer_cache = self.workdir / "layers"  # the shims' layer image cache (HCSSHIM_LAYER_CACHE)
+        self.uvm_root = Path(uvm_run_root_of_state(str(self.state)))  # the run dirs of this instance's VMs
         sockdir = self.workdir / "sock"
         self._own_sockdir = len(str(sockdir / "containerd.sock.ttrpc")) > MAX_SOCKET_PATH
         if self._own_sockdir:  # a short, per-workdir directory, created by start() and removed by stop()
@@ -234,6 +238,7 @@ class Containerd:
     def env(self) -> dict[str, str]:
         """containerd's environment: ours plus `env`, with `path_prepend` first on PATH."""
         env = dict(os.environ)
+        env["HCSSHIM_LAYER_CACHE"] = str(self.layer_cache)
         env.update(self.extra_env)
         path = env.get("PATH") or DEFAULT_PATH
         env["PATH"] = os.pathsep.join([*self.path_prepend, path])
@@ -441,7 +446,7 @@ class Containerd:
             return False
         if _flag(argv, "address") == self.address:
             return True
-        prefixes = (str(self.workdir) + "/", str(self.sockdir) + "/")
+        prefixes = (str(self.workdir) + "/", str(self.sockdir) + "/", str(self.uvm_root) + "/")
         return any(a == str(self.workdir) or any(p in a for p in prefixes) for a in argv)
 
     def _my_processes(self) -> dict[int, list[str]]:
@@ -575,7 +580,12 @@ class Containerd:
         out = [f"process {pid}: {' '.join(argv)}" for pid, argv in sorted(procs.items())]
         out += [f"runc container {cid} (root {root}, pid {pid}, {status})"
                 for root, cid, pid, status in self._runc_containers()]
-        out += [f"mount {m}" for m in _mounts_under(self.workdir, self.sockdir)]
+        out += [f"mount {m}" for m in _mounts_under(self.workdir, self.sockdir, self.uvm_root)]
+        try:
+            out += [f"utility VM run dir {d}" for d in sorted(self.uvm_root.iterdir())]
+        except OSError:
+            pass
+        out += [f"layer cache {what}" for what in self._layer_cache_leftovers()]
         for b in self._bundles():
             try:
                 names = sorted(os.listdir(b))
@@ -591,6 +601,23 @@ class Containerd:
         out += [f"shim socket {p}" for p in sorted(self._shim_socket_paths(procs))
                 if os.path.lexists(p)]
         return out
+
+    def _layer_cache_leftovers(self) -> list[str]:
+        """References still held in this instance's layer cache, and temp files of unfinished builds (finished
+        images are meant to stay: that is the cache)."""
+        found = []
+        refs = self.layer_cache / "refs"
+        try:
+            found += [f"reference {k.name}/{h.name}" for k in sorted(refs.iterdir()) for h in sorted(k.iterdir())]
+        except OSError:
+            pass
+        for sub in ("images", "scratch"):
+            try:
+                found += [f"temp file {sub}/{f.name}" for f in sorted((self.layer_cache / sub).iterdir())
+                          if f.name.endswith(".tmp")]
+            except OSError:
+                pass
+        return found
 
     # -- stop and cleanup ---------------------------------------------------------------------------
 
@@ -681,7 +708,7 @@ class Containerd:
                 time.sleep(0.01)
 
     def _unmount_all(self, problems: list[str]) -> None:
-        for mp in _mounts_under(self.workdir, self.sockdir):
+        for mp in _mounts_under(self.workdir, self.sockdir, self.uvm_root):
             r = subprocess.run(["umount", mp], capture_output=True)
             if r.returncode != 0:
                 r = subprocess.run(["umount", "-l", mp], capture_output=True)
@@ -692,6 +719,7 @@ class Containerd:
         if self._own_sockdir or keep:
             shutil.rmtree(self.sockdir, ignore_errors=True)
         targets = [self.root, self.state, self.fifo_dir] if keep else [self.workdir]
+        targets.append(self.uvm_root)
         for t in targets:
             try:
                 shutil.rmtree(t)

@@ -1,20 +1,25 @@
-"""The project's main job (`make demo`): run "Hello World!" in a container through our shim, end to end.
+"""The project's main job (`make demo`): run "Hello World!" in a container through our shim, end to end, twice:
+with process isolation (runc on the host), then inside a utility VM (hypervisor isolation).
 
-    python -m hcsshim.testing.demo [--runtime io.containerd.runhcs.v1] [--keep] [--debug]
+    python -m hcsshim.testing.demo [--runtime io.containerd.runhcs.v1] [--isolation both|process|hypervisor]
+                                   [--boot-files DIR] [--keep] [--debug]
 
 Steps, each reported by one status line on stderr: start a private containerd in a run directory (a
 temporary one, or ./run/ with --keep), build and import the busybox image, run the trial
-`ctr run --runtime RUNTIME --rm REF demo echo "Hello World!"`, check that nothing was left behind, stop
-containerd and remove everything (also on failure, Ctrl-C or SIGTERM). The container's output goes to
-stdout.
+`ctr run --runtime RUNTIME --rm REF demo echo "Hello World!"`, then the same with
+`--runtime-config-path runhcs.toml` (`SandboxIsolation = 1`: a QEMU utility VM booted from the default boot files,
+which `make setup` installs, or --boot-files), each with its time; check that nothing was left behind (no shim,
+container, mount, socket, VM or layer reference), stop containerd and remove everything (also on failure, Ctrl-C
+or SIGTERM). The containers' output goes to stdout.
 
-Exit status: the trial's exit status; 1 when the harness fails (a missing program, containerd not starting,
-the image not importing) or when the trial succeeded but left something behind; 130 on Ctrl-C.
+Exit status: the first failing trial's exit status; 1 when the harness fails (a missing program, containerd not
+starting, the image not importing) or when the trials succeeded but left something behind; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -61,7 +66,25 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def run(runtime: str, keep: bool, debug: bool) -> int:
+def _trial(cd: Containerd, label: str, step: str, runtime: str, extra: list[str]) -> int:
+    argv = ["run", "--runtime", runtime, *extra, "--rm", DEFAULT_REF, CONTAINER_ID, "echo", "Hello World!"]
+    status(f"{step} trial, {label}: ctr {' '.join(_quote(a) for a in argv)}")
+    t = time.perf_counter()
+    result = cd.ctr(*argv, check=False, timeout=600)
+    elapsed = time.perf_counter() - t
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    if result.stderr:
+        sys.stderr.buffer.write(result.stderr)
+        sys.stderr.flush()
+    rc = result.returncode
+    status(f"      {label}: exited with status {rc} in {elapsed:.2f}s")
+    if rc != 0:
+        status(f"      containerd.log (tail):\n{cd.log_tail(20)}")
+    return rc
+
+
+def run(runtime: str, keep: bool, debug: bool, isolation: str = "both", boot_files: str | None = None) -> int:
     if os.geteuid() != 0:
         raise HarnessError("the demo needs root: containerd, runc and the container's mounts do")
     venv_bin = str(Path(sys.executable).parent)
@@ -86,38 +109,38 @@ def run(runtime: str, keep: bool, debug: bool) -> int:
             raise HarnessError(f"runtime {runtime}: {binary} not found on containerd's PATH "
                                f"({venv_bin} first; run `make setup`)")
 
-        status(f"[1/5] starting a private containerd in {cd.workdir} (log: {cd.log})")
+        total = 3 + (isolation in ("both", "process")) + (isolation in ("both", "hypervisor"))
+        status(f"[1/{total + 1}] starting a private containerd in {cd.workdir} (log: {cd.log})")
         t = time.perf_counter()
         cd.start()
         status(f"      containerd is up ({time.perf_counter() - t:.2f}s); shim for {runtime}: {found}")
 
-        status("[2/5] building the busybox image")
+        status(f"[2/{total + 1}] building the busybox image")
         tar = rundir / "busybox.tar"
         build_busybox_image(tar, DEFAULT_REF)
-        status(f"[3/5] importing {DEFAULT_REF}")
+        status(f"[3/{total + 1}] importing {DEFAULT_REF}")
         cd.import_image(tar, DEFAULT_REF)
 
-        argv = ["run", "--runtime", runtime, "--rm", DEFAULT_REF, CONTAINER_ID, "echo", "Hello World!"]
-        status(f"[4/5] trial: ctr {' '.join(_quote(a) for a in argv)}")
-        t = time.perf_counter()
-        result = cd.ctr(*argv, check=False, timeout=300)
-        elapsed = time.perf_counter() - t
-        sys.stdout.buffer.write(result.stdout)
-        sys.stdout.flush()
-        if result.stderr:
-            sys.stderr.buffer.write(result.stderr)
-            sys.stderr.flush()
-        rc = result.returncode
-        status(f"      the trial exited with status {rc} in {elapsed:.2f}s")
-        if rc != 0:
-            status(f"      containerd.log (tail):\n{cd.log_tail(20)}")
+        rc = 0
+        n = total + 1
+        step = 4
+        if isolation in ("both", "process"):
+            rc = _trial(cd, "process isolation", f"[{step}/{n}]", runtime, [])
+            step += 1
+        if isolation in ("both", "hypervisor") and rc == 0:
+            config = rundir / "runhcs.toml"
+            config.write_text("SandboxIsolation = 1  # HYPERVISOR: a utility VM per task\n"
+                              + (f"BootFilesRootPath = {json.dumps(boot_files)}\n" if boot_files else ""))
+            rc = _trial(cd, "in a utility VM", f"[{step}/{n}]", runtime,
+                        ["--runtime-config-path", str(config)])
+            step += 1
 
-        status("[5/5] checking that nothing was left behind, stopping containerd")
+        status(f"[{step}/{n}] checking that nothing was left behind, stopping containerd")
         left = cd.leftovers()
         for line in left:
             status(f"      left behind: {line}")
         if left and rc == 0:
-            status("FAIL: the trial succeeded but left the above behind (removed now)")
+            status("FAIL: the trials succeeded but left the above behind (removed now)")
             rc = 1
         return rc
     finally:
@@ -145,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runtime", default=DEFAULT_RUNTIME,
                         help=f"containerd runtime (default {DEFAULT_RUNTIME}; "
                         "io.containerd.runc.v2 to compare)")
+    parser.add_argument("--isolation", choices=("both", "process", "hypervisor"), default="both",
+                        help="which trials to run (default both: process isolation, then in a utility VM)")
+    parser.add_argument("--boot-files", default=None, metavar="DIR",
+                        help="the utility VM's boot files (default: the installed ones, see `make setup`)")
     parser.add_argument("--keep", action="store_true",
                         help=f"run in ./{KEEP_DIR}/ and keep its config and logs afterwards")
     parser.add_argument("--debug", action="store_true",
@@ -152,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return run(args.runtime, args.keep, args.debug)
+        return run(args.runtime, args.keep, args.debug, args.isolation, args.boot_files)
     except KeyboardInterrupt:
         status(f"interrupted by {_interrupted_by[0].name}; everything was cleaned up")
         return 128 + _interrupted_by[0]

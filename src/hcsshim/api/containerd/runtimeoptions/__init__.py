@@ -1,0 +1,1 @@
+"""containerd runtime options (runtimeoptions.v1)."""

@@ -1,0 +1,1 @@
+"""runtimeoptions.v1: the Options wrapper naming a runtime config file."""

@@ -42,7 +42,8 @@ from hcsshim.testing.images import DEFAULT_REF, build_busybox_image
 
 RUNTIME = "io.containerd.runhcs.v1"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-TIMING = re.compile(r'msg="[^"]*timing ([a-z-]+) ([0-9.]+)(?: built (\d+) create ([0-9.]+))?')
+TIMING = re.compile(r'msg="[^"]*timing ([a-z-]+) ([0-9.]+)(?: built (\d+) create ([0-9.]+) \(disks ([0-9.]+), '
+                    r'combine ([0-9.]+), shares ([0-9.]+), runc create ([0-9.]+)\))?')
 
 
 def status(message: str) -> None:
@@ -73,9 +74,9 @@ def shim_timings(cd: Containerd, since: int) -> dict[str, float]:
     found: dict[str, float] = {}
     for m in TIMING.finditer(text):
         if m.group(1) == "layers":
-            found["layers"] = float(m.group(2))
-            found["built"] = float(m.group(3))
-            found["create"] = float(m.group(4))
+            for name, group in (("layers", 2), ("built", 3), ("create", 4), ("disks", 5), ("combine", 6),
+                                ("shares", 7), ("runc-create", 8)):
+                found[name] = float(m.group(group))
         else:
             found[m.group(1)] = float(m.group(2))
     return found
@@ -167,8 +168,12 @@ def main() -> int:
         f"| VM start to GCS ready | | {med(c.get('vm', [])):.2f} | {med(w.get('vm', [])):.2f} |",
         f"| layer conversion (images built: {med(c.get('built', [])):.0f} cold, {med(w.get('built', [])):.0f} warm)"
         f" | | {med(c.get('layers', [])):.3f} | {med(w.get('layers', [])):.3f} |",
-        f"| container create in the VM (disks, mounts, runc create) | | {med(c.get('create', [])):.2f} | "
-        f"{med(w.get('create', [])):.2f} |",
+        f"| container create in the VM | | {med(c.get('create', [])):.2f} | {med(w.get('create', [])):.2f} |",
+        *(f"| of which {what} | | {med(c.get(k, [])):.2f} | {med(w.get(k, [])):.2f} |"
+          for k, what in (("disks", "SCSI disks hot-added and mounted (layer, scratch)"),
+                          ("combine", "overlay (CombinedLayers)"), ("runc-create", "`runc create` in the guest"))),
+        f"| start in the VM (Start, ExecuteProcess: `runc start`) | | {med(c.get('start', [])):.2f} | "
+        f"{med(w.get('start', [])):.2f} |",
         f"| teardown: first output to ctr's exit | {med(p['teardown']):.2f} | {med(c['teardown']):.2f} | "
         f"{med(w['teardown']):.2f} |",
         f"| of which the VM's close | | {med(c.get('vm-close', [])):.2f} | {med(w.get('vm-close', [])):.2f} |",

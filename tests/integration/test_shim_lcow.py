@@ -263,6 +263,18 @@ def test_two_concurrent_first_runs_build_the_layer_image_once(containerd: Contai
 
 # -- faults -----------------------------------------------------------------------------------------------------
 
+def exit_events(text: str, cid: str) -> dict[str, int]:
+    """How many /tasks/exit events `ctr events` printed for each process (init: the task id) of task cid."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if "/tasks/exit" not in line or "{" not in line:
+            continue
+        event = json.loads(line[line.index("{"):])
+        if event.get("container_id") == cid:
+            counts[event.get("id", "")] = counts.get(event.get("id", ""), 0) + 1
+    return counts
+
+
 def _run_detached(cd: Containerd, config: Path, ref: str, cid: str) -> None:
     out = run_vm(cd, config, ref, cid, "sleep", "1000", extra=("-d",), rm=False)
     assert out.returncode == 0, out.stderr
@@ -284,11 +296,40 @@ def test_kill_9_of_qemu_gives_one_exit_and_delete_and_rm_work(containerd: Contai
         finally:
             events.terminate()
             text = events.communicate(timeout=10)[0].decode()
-        exits = [line for line in text.splitlines() if "/tasks/exit" in line and cid in line]
-        assert len(exits) == 1, text
+        assert exit_events(text, cid) == {cid: 1}, text
         containerd.ctr("task", "delete", cid, timeout=VM_TIMEOUT)
         containerd.ctr("container", "delete", cid)
         assert qemu_pids(containerd) == []
+    finally:
+        cleanup(containerd, cid)
+
+
+def test_the_gcs_dying_stops_the_vm_and_its_task_exits_once(containerd: Containerd, busybox_ref: str,
+                                                              vm_config: Path, new_id) -> None:
+    cid = new_id("gcs")
+    try:
+        # In the utility VM's own pid namespace (the path is the guest's), the container's exec can see the GCS.
+        out = run_vm(containerd, vm_config, busybox_ref, cid, "sleep", "1000", rm=False,
+                     extra=("-d", "--with-ns", "pid:/proc/1/ns/pid"))
+        assert out.returncode == 0, out.stderr
+        events = subprocess.Popen(["ctr", "-a", containerd.address, "events"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            kill_gcs = "for p in /proc/[0-9]*; do grep -q /bin/gcs $p/cmdline 2>/dev/null && kill -9 ${p#/proc/}; done"
+            containerd.ctr("task", "exec", "--exec-id", "k", cid, "sh", "-c", kill_gcs, check=False,
+                           timeout=VM_TIMEOUT)
+            wait_for(lambda: task_status(containerd, cid) == "STOPPED", what=f"{cid} stopped")
+            wait_for(lambda: qemu_pids(containerd) == [], what="the VM to stop without its GCS")
+            time.sleep(1.0)
+        finally:
+            events.terminate()
+            text = events.communicate(timeout=10)[0].decode()
+        exits = exit_events(text, cid)
+        assert exits.get(cid) == 1, text  # the init's exit, once (the exec's, if it got one, once as well)
+        assert all(n == 1 for n in exits.values()), text
+        containerd.ctr("task", "delete", cid, timeout=VM_TIMEOUT)
+        containerd.ctr("container", "delete", cid)
     finally:
         cleanup(containerd, cid)
 

@@ -30,7 +30,7 @@ import logging
 import os
 import signal as signals
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from google.protobuf import json_format
@@ -113,6 +113,7 @@ class LcowProcess(ProcessBackend):
         except StdioError as exc:
             raise errors.invalid_argument(f"{op} task {c.id}: {exc}") from None
         stdin, stdout, stderr = io.wants
+        t0 = time.perf_counter()
         try:
             if not self.exec_id:
                 proc = await guest_call(op, c.id, c.guest.start_init(
@@ -127,6 +128,8 @@ class LcowProcess(ProcessBackend):
         self.proc = proc
         self.pid = proc.pid
         io.attach(proc.stdin, proc.stdout, proc.stderr)
+        if not self.exec_id:
+            log.info("task %s: started pid %d; timing start %.3f", c.id, proc.pid, time.perf_counter() - t0)
         c.sandbox.host.spawn(self._wait(proc), name=f"wait {self.name}")
         return self.pid
 
@@ -214,6 +217,8 @@ class LcowContainer(ContainerBackend):
         # This container's references in the host's layer cache; recorded in the bundle so that `delete` after a
         # dead shim drops them at once (they would also stop counting once this process is gone).
         self.holder = holder_for(os.getpid(), f"{sandbox.host.namespace}/{self.id}")
+        self.phases: dict[str, float] = {}  # seconds spent in each creation step
+        self.built = 0  # layer images this container's creation built
 
     @property
     def vm(self) -> UtilityVM:
@@ -229,53 +234,83 @@ class LcowContainer(ContainerBackend):
         self.state = "CREATED"
 
     async def _create(self) -> None:
-        op = "create"
         source = guestspec.rootfs_source(self.id, self.rootfs, self.spec, self.bundle)
-        vm = self.vm
         t0 = time.perf_counter()
-        built, converting = 0, 0.0  # the time spent getting layer images from the cache (building them, cold)
         if source.layers:
-            write_file_atomic(os.path.join(self.bundle, LAYER_HOLDER_FILE), self.holder)
-            keys = await asyncio.to_thread(self.sandbox.layer_keys, source.layers)
-            guest_layers = []
-            for layer_dir, key in zip(source.layers, keys, strict=True):
-                t1 = time.perf_counter()
-                layer = await guest_call(op, self.id, asyncio.to_thread(
-                    self.sandbox.cache.acquire, layer_dir, key=key, holder=self.holder))
-                converting += time.perf_counter() - t1
-                self._on_release(f"layer {key}", self._cache_release(key))
-                if layer.built:
-                    built += 1
-                    log.info("built layer image %s from %s", key, layer_dir)
-                mount = await guest_call(op, self.id, vm.scsi.add(layer.path, read_only=True))
-                self._on_release(f"layer disk {mount.guest_path}", lambda m=mount: vm.scsi.release(m))
-                guest_layers.append(mount.guest_path)
-            scratch = self._scratch_path()
-            await guest_call(op, self.id, asyncio.to_thread(
-                make_scratch, scratch, self.sandbox.scratch_size_gb, cache_root=self.sandbox.cache.root))
-            self._on_release("scratch file", self._remove_file(scratch))
-            smount = await guest_call(op, self.id, vm.scsi.add(
-                scratch, read_only=False, guest_path=self.root, ensure_filesystem=True))
-            self._on_release("scratch disk", lambda: vm.scsi.release(smount))
-            combined = CombinedLayers(container_id=self.id, container_root_path=f"{self.root}/rootfs",
-                                      layers=[GuestLayer(p) for p in guest_layers],
-                                      scratch_path=f"{self.root}/scratch/{self.id}")
-            await guest_call(op, self.id, vm.gcs.modify(combined, "Add"))
-            self._on_release("combined layers", lambda: vm.gcs.modify(combined, "Remove"))
+            layers = await self._attach_layers(source.layers)
+            await self._attach_scratch()
+            await self._combine(layers)
         else:
             assert source.directory is not None
-            share = await guest_call(op, self.id, vm.shares.add(
-                source.directory, f"{self.root}/rootfs", read_only=source.read_only))
-            self._on_release(f"rootfs share {source.directory}", lambda: vm.shares.release(share))
+            await self._share(source.directory, f"{self.root}/rootfs", source.read_only)
         spec, shares = guestspec.guest_spec(self.id, self.spec)
         for req in shares:
-            share = await guest_call(op, self.id, vm.shares.add(req.host_path, req.guest_path,
-                                                                read_only=req.read_only))
-            self._on_release(f"share {req.host_path}", lambda s=share: vm.shares.release(s))
-        self.guest = await guest_call(op, self.id, vm.gcs.create_container(self.id, spec, bundle=self.root))
+            await self._share(req.host_path, req.guest_path, req.read_only)
+        with self._phase("guest"):
+            self.guest = await guest_call("create", self.id, self.vm.gcs.create_container(self.id, spec,
+                                                                                          bundle=self.root))
         self._on_release("guest container", self._delete_guest_state)
-        log.info("task %s: created in the VM; timing layers %.3f built %d create %.3f", self.id, converting, built,
-                 time.perf_counter() - t0 - converting)
+        p = self.phases
+        log.info("task %s: created in the VM; timing layers %.3f built %d create %.3f (disks %.3f, combine %.3f, "
+                 "shares %.3f, runc create %.3f)", self.id, p.get("layers", 0), self.built,
+                 time.perf_counter() - t0 - p.get("layers", 0), p.get("disks", 0), p.get("combine", 0),
+                 p.get("shares", 0), p.get("guest", 0))
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Adds the time spent in the block to phases[name] (the `timing` log line; bench/lcow.py reads it)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t
+
+    async def _attach_layers(self, layer_dirs: list[str]) -> list[str]:
+        """Each layer's image from the cache (built if missing) on a read-only SCSI disk; their guest paths."""
+        vm = self.vm
+        write_file_atomic(os.path.join(self.bundle, LAYER_HOLDER_FILE), self.holder)
+        keys = await asyncio.to_thread(self.sandbox.layer_keys, layer_dirs)
+        guest_layers = []
+        for layer_dir, key in zip(layer_dirs, keys, strict=True):
+            with self._phase("layers"):
+                layer = await guest_call("create", self.id, asyncio.to_thread(
+                    self.sandbox.cache.acquire, layer_dir, key=key, holder=self.holder))
+            self._on_release(f"layer {key}", self._cache_release(key))
+            if layer.built:
+                self.built += 1
+                log.info("built layer image %s from %s", key, layer_dir)
+            with self._phase("disks"):
+                mount = await guest_call("create", self.id, vm.scsi.add(layer.path, read_only=True))
+            self._on_release(f"layer disk {mount.guest_path}", lambda m=mount: vm.scsi.release(m))
+            guest_layers.append(mount.guest_path)
+        return guest_layers
+
+    async def _attach_scratch(self) -> None:
+        """A sparse scratch file in the task's work dir, on a read-write SCSI disk mounted at the container root."""
+        vm = self.vm
+        scratch = self._scratch_path()
+        with self._phase("disks"):
+            await guest_call("create", self.id, asyncio.to_thread(
+                make_scratch, scratch, self.sandbox.scratch_size_gb, cache_root=self.sandbox.cache.root))
+            self._on_release("scratch file", self._remove_file(scratch))
+            mount = await guest_call("create", self.id, vm.scsi.add(
+                scratch, read_only=False, guest_path=self.root, ensure_filesystem=True))
+        self._on_release("scratch disk", lambda: vm.scsi.release(mount))
+
+    async def _combine(self, guest_layers: list[str]) -> None:
+        vm = self.vm
+        combined = CombinedLayers(container_id=self.id, container_root_path=f"{self.root}/rootfs",
+                                  layers=[GuestLayer(p) for p in guest_layers],
+                                  scratch_path=f"{self.root}/scratch/{self.id}")
+        with self._phase("combine"):
+            await guest_call("create", self.id, vm.gcs.modify(combined, "Add"))
+        self._on_release("combined layers", lambda: vm.gcs.modify(combined, "Remove"))
+
+    async def _share(self, host_path: str, guest_path: str, read_only: bool) -> None:
+        vm = self.vm
+        with self._phase("shares"):
+            share = await guest_call("create", self.id, vm.shares.add(host_path, guest_path, read_only=read_only))
+        self._on_release(f"share {host_path}", lambda: vm.shares.release(share))
 
     def _scratch_path(self) -> str:
         work = os.path.join(self.bundle, "work")

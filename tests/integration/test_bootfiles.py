@@ -1,7 +1,8 @@
 """The default boot files in a real QEMU under TCG: init's mounts, modules, ports, child and power-off.
 
-The boot files are built once per source digest into /var/cache/hcsshim-test (hcsshim.testing.bootfiles);
-on a clean machine the first build downloads ~85 MB of Debian packages and takes about a minute.
+The boot files are the installed default ones (hcsshim.boot.installed, rebuilt when the guest's sources change);
+on a clean machine the first build downloads ~85 MB of Debian packages into /var/cache/hcsshim-test and takes about
+a minute.
 """
 
 from __future__ import annotations

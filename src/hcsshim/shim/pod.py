@@ -26,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from typing import TYPE_CHECKING
 
 from hcsshim.layers import LayerCache, snapshot_keys
 from hcsshim.shim import options
-from hcsshim.shim.backend import ContainerBackend, ExitCallback, Sandbox
+from hcsshim.shim.backend import ContainerBackend, ExitCallback, ProcessGone, Sandbox
 from hcsshim.shim.lcow import LcowContainer, guest_call
 from hcsshim.shim.paths import ANNOTATION_CONTAINER_TYPE, ANNOTATION_SANDBOX_ID, uvm_id
 from hcsshim.ttrpc import errors
@@ -147,8 +148,8 @@ class UvmSandbox(Sandbox):
     async def _kill_workloads(self) -> None:
         for cid, c in list(self.containers.items()):
             if cid != self.owner_id and c.init.proc is not None and not c.init.exited:
-                with contextlib.suppress(errors.TtrpcError, Exception):
-                    await c.init.kill(9, True)
+                with contextlib.suppress(errors.TtrpcError, ProcessGone):
+                    await c.init.kill(signal.SIGKILL, True)
 
     async def container_deleted(self, task_id: str) -> None:
         self.containers.pop(task_id, None)

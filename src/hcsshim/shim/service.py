@@ -1,7 +1,9 @@
 """The `containerd.task.v2.Task` ttrpc service of the shim: decode, find the task or process, call it, encode.
 
-The service holds the tasks this shim serves (one, or a pod's several), the runtime options, the background
-tasks it owns (exit handling) and the shutdown request. Task and process behaviour lives in hcsshim.shim.task.
+The service holds the tasks this shim serves (one, or a pod's several), the sandbox they run in (opened by the
+first Create, hcsshim.shim.sandbox: the host with runc, or a utility VM; closed when its last task is deleted),
+the background tasks it owns (exit handling) and the shutdown request. Task and process behaviour lives in
+hcsshim.shim.task, the backends behind hcsshim.shim.backend; the service never asks which backend it serves.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ and ttrpc sockets (in a short directory under /tmp instead when the path would b
 socket), containerd.log (containerd's stdout and stderr, including what shims write to their log FIFO)
 and fifo/, where `ctr` creates its stdio FIFOs.
 Our shim's directory goes first on containerd's PATH, so runtime io.containerd.runhcs.v1 resolves to it.
+The shims' layer image cache is `workdir/layers` ($HCSSHIM_LAYER_CACHE), and their utility VMs keep their run dirs
+in `uvm_root` (/run/hcsshim/uvm/<hash of the state dir>, as hcsshim.shim.paths derives it).
 
 Lifecycle: created -> start() -> running -> stop() -> stopped (stop is idempotent; the object is a context
 manager). stop() does not trust anything to have cleaned up after itself:
@@ -12,15 +14,17 @@ manager). stop() does not trust anything to have cleaned up after itself:
 1. SIGTERM containerd, then SIGKILL after a grace period;
 2. run each remaining task bundle's shim with the `delete` action, as containerd does for a dead shim;
 3. SIGKILL the processes left that belong to this instance: shims whose command line names this instance's
-   address (runhcs and runc shims alike) and anything else whose command line names the work directory;
+   address (runhcs and runc shims alike) and anything else whose command line names the work directory or the
+   VM run root (QEMU);
 4. `runc delete --force` containers of this instance (the shared runc root of Debian's runc shim,
    /run/containerd/runc/<ns>, filtered by bundle; our shim's <state>/runhcs/runc/<ns>);
-5. unmount everything under the work directory, deepest first (lazily if busy);
+5. unmount everything under the work directory and the VM run root, deepest first (lazily if busy);
 6. remove this instance's shim sockets in /run/containerd/s: a shim's socket is
    sha256("<address>/<namespace>/<id>") there, and ids come from bundles, shim command lines and the log;
-7. delete the work directory.
+7. delete the work directory and the VM run root.
 
-leftovers() reports, as human-readable lines, whatever of this instance is still present; a clean run of a
+leftovers() reports, as human-readable lines, whatever of this instance is still present (also VM run dirs, layer
+cache references and unfinished layer builds; the cached images themselves are meant to stay); a clean run of a
 container leaves it empty.
 """
 

@@ -212,7 +212,7 @@ class LcowContainer(ContainerBackend):
         self.init = LcowProcess(self, "", paths, None, on_init_exit)
         self.execs: list[LcowProcess] = []
         self.guest: gcs.Container | None = None
-        self._releases: list[tuple[str, Release]] = []  # undone newest first
+        self._releases: list[tuple[str, Release, bool]] = []  # (what, how, in the VM), undone newest first
         self.root = guestspec.container_root(self.id)
         # This container's references in the host's layer cache; recorded in the bundle so that `delete` after a
         # dead shim drops them at once (they would also stop counting once this process is gone).
@@ -275,7 +275,7 @@ class LcowContainer(ContainerBackend):
             with self._phase("layers"):
                 layer = await guest_call("create", self.id, asyncio.to_thread(
                     self.sandbox.cache.acquire, layer_dir, key=key, holder=self.holder))
-            self._on_release(f"layer {key}", self._cache_release(key))
+            self._on_release(f"layer {key}", self._cache_release(key), in_vm=False)
             if layer.built:
                 self.built += 1
                 log.info("built layer image %s from %s", key, layer_dir)
@@ -292,7 +292,7 @@ class LcowContainer(ContainerBackend):
         with self._phase("disks"):
             await guest_call("create", self.id, asyncio.to_thread(
                 make_scratch, scratch, self.sandbox.scratch_size_gb, cache_root=self.sandbox.cache.root))
-            self._on_release("scratch file", self._remove_file(scratch))
+            self._on_release("scratch file", self._remove_file(scratch), in_vm=False)
             mount = await guest_call("create", self.id, vm.scsi.add(
                 scratch, read_only=False, guest_path=self.root, ensure_filesystem=True))
         self._on_release("scratch disk", lambda: vm.scsi.release(mount))
@@ -316,8 +316,10 @@ class LcowContainer(ContainerBackend):
         work = os.path.join(self.bundle, "work")
         return os.path.join(work if os.path.isdir(work) else self.bundle, "scratch.img")
 
-    def _on_release(self, what: str, release: Release) -> None:
-        self._releases.append((what, release))
+    def _on_release(self, what: str, release: Release, *, in_vm: bool = True) -> None:
+        """Registers the undoing of a creation step; `in_vm` steps are moot once the VM is gone (closing it freed
+        its disks, shares and guest state), the others (layer references, the scratch file) never are."""
+        self._releases.append((what, release, in_vm))
 
     def _cache_release(self, key: str) -> Release:
         async def release() -> None:
@@ -353,9 +355,9 @@ class LcowContainer(ContainerBackend):
         """Undoes the creation steps, newest first; a step that fails is logged and the rest still run."""
         vm_alive = self.sandbox.vm_alive
         while self._releases:
-            what, release = self._releases.pop()
-            if not vm_alive and what in ("guest container", "combined layers"):
-                continue  # nothing to tell a VM that is gone; the host-side steps still run
+            what, release, in_vm = self._releases.pop()
+            if in_vm and not vm_alive:
+                continue
             try:
                 await release()
             except (HResultError, BridgeClosed, UVMError, LayerError, OSError, TimeoutError) as exc:

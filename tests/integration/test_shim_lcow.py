@@ -188,6 +188,24 @@ def test_a_detached_vm_task_takes_execs_ps_metrics_pause_resume_and_delete(conta
         cleanup(containerd, cid)
 
 
+def test_bind_mounts_become_shares_into_the_vm_and_read_only_is_honoured(containerd: Containerd, busybox_ref: str,
+                                                                         vm_config: Path, tmp_path: Path,
+                                                                         new_id) -> None:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "hello.txt").write_text("from the host\n")
+    script = ("cat /ro/hello.txt; echo written > /rw/out.txt; touch /ro/nope 2>/dev/null || echo read-only; "
+              "grep ' /dev/shm ' /proc/mounts | cut -d' ' -f3; grep -c localhost /etc/hosts")
+    out = run_vm(containerd, vm_config, busybox_ref, new_id("mounts"), "sh", "-c", script,
+                 extra=("--mount", f"type=bind,src={ro},dst=/ro,options=rbind:ro",
+                        "--mount", f"type=bind,src={rw},dst=/rw,options=rbind:rw"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().split("\n")[:3] == ["from the host", "read-only", "tmpfs"], out.stdout
+    assert (rw / "out.txt").read_text() == "written\n"  # through the share, on the host
+    assert not (ro / "nope").exists()
+
+
 # -- pods ---------------------------------------------------------------------------------------------------
 
 def test_a_pod_runs_its_sandbox_and_two_containers_in_one_vm_each_with_its_own_rootfs(

@@ -116,6 +116,15 @@ def test_missing_boot_files_are_a_failed_precondition_naming_the_path(tmp_path: 
     assert err.value.code == Code.FAILED_PRECONDITION and str(tmp_path / "none") in err.value.message
 
 
+def test_missing_default_boot_files_name_the_command_that_installs_them(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    monkeypatch.setattr(options, "default_boot_files", lambda: str(tmp_path / "LinuxBootFiles"))
+    with pytest.raises(TtrpcError) as err:
+        options.uvm_options("t", "t@vm", {}, Options(), run_root="/run/x", log_level="info")
+    assert err.value.code == Code.FAILED_PRECONDITION
+    assert str(tmp_path / "LinuxBootFiles") in err.value.message and "make setup" in err.value.message
+
+
 # -- the guest spec ---------------------------------------------------------------------------------------
 
 def test_an_overlay_rootfs_gives_its_lower_layers_top_most_first(tmp_path: Path) -> None:

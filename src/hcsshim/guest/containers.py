@@ -62,12 +62,12 @@ from hcsshim.bridge import (
     json_string,
     uint32,
 )
-from hcsshim.guest import runcinfo, stdio
+from hcsshim.guest import pod, runcinfo, stdio
 from hcsshim.guest.network import Networks
 from hcsshim.guest.process import Process, TaskSet
 from hcsshim.guest.runcinfo import runc_errors
 from hcsshim.guest.storage import Storage
-from hcsshim.mount import MS_NODEV, MS_NOSUID, mount_raw, mounted_under, umount_raw
+from hcsshim.mount import mounted_under
 from hcsshim.runc import DEVNULL, Reaper, Runc, RuncError
 from hcsshim.runc.console import ConsoleSocket
 from hcsshim.transport.base import Conn, Transport
@@ -77,13 +77,6 @@ log = logging.getLogger(__name__)
 _ID_RE = re.compile(r"^[\w+\-.]+$")
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_STACKS = 60000  # DumpStacks text, so the whole response stays under the host's 64 KiB limit
-# CRI pods (upstream's hcsv2 sandbox and workload containers): the annotations, and the mount sources that name a
-# directory of the pod's sandbox in the guest (its bundle is the sandbox root).
-ANNOTATION_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
-ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
-SANDBOX_MOUNT_PREFIX = "sandbox://"  # -> <sandbox root>/sandboxMounts/<path>
-SANDBOX_TMPFS_PREFIX = "sandbox-tmp://"  # -> <sandbox root>/sandboxTmpfsMounts/<path>, a tmpfs
-ETC_FILES = ("hostname", "hosts", "resolv.conf")
 
 
 class Container:
@@ -104,9 +97,7 @@ class Container:
         self.made_bundle = False
         self.state_dir = ""
         self.exec_count = 0
-        self.is_sandbox = False  # a pod's sandbox container: its bundle is the pod's sandbox root
-        self.sandbox_root = ""  # the sandbox root of a pod's container (its own bundle for the sandbox)
-        self.tmpfs = ""  # the sandbox's sandboxTmpfsMounts tmpfs, once mounted
+        self.pod = pod.PodRole()  # its place in a CRI pod (hcsshim.guest.pod)
 
     def __repr__(self) -> str:
         return f"Container({self.id}, {self.state})"
@@ -277,9 +268,10 @@ class Guest:
         if not os.path.isdir(rootfs):
             raise HResultError(E_FAIL, f"{op}: rootfs {rootfs}: no such directory")
         netns_id = str(((spec.get("windows") or {}).get("network") or {}).get("networkNamespace") or "").lower()
-        self._join_pod(c, spec, op)
-        self._resolve_sandbox_mounts(c, spec, op)
-        self._add_etc_files(c, spec, netns_id)
+        sandboxes = {cid: s.pod for cid, s in self.containers.items() if s.pod.is_sandbox and s.state != "creating"}
+        c.pod = pod.pod_role(spec, c.bundle, sandboxes, op)
+        pod.resolve_sandbox_mounts(spec, c.pod, op)
+        pod.add_etc_files(spec, c.bundle, c.pod, self.networks.resolv_conf(netns_id))
         spec.setdefault("linux", {})["cgroupsPath"] = f"{self.cgroup_parent.rstrip('/')}/{c.id}"
         spec.pop("windows", None)
         process = spec["process"]
@@ -325,81 +317,6 @@ class Guest:
         self.tasks.spawn(init.supervise(), f"supervise-init-{c.id}")
         if netns_id:
             await self.networks.attach(netns_id, pid)
-
-    def _join_pod(self, c: Container, spec: dict[str, Any], op: str) -> None:
-        """A pod's sandbox container is its sandbox root; a pod's workload finds its sandbox's (upstream's rules)."""
-        annotations = spec.get("annotations") or {}
-        kind = annotations.get(ANNOTATION_CONTAINER_TYPE)
-        if kind == "sandbox":
-            c.is_sandbox = True
-            c.sandbox_root = c.bundle
-        elif kind == "container":
-            sid = annotations.get(ANNOTATION_SANDBOX_ID, "")
-            sandbox = self.containers.get(sid)
-            if sandbox is None or not sandbox.is_sandbox or sandbox.state == "creating":
-                raise HResultError(VMCOMPUTE_SYSTEM_NOT_FOUND, f"{op}: pod sandbox {sid!r} not found")
-            if spec.get("hostname"):
-                raise HResultError(E_INVALIDARG, f"{op}: a pod's workload container cannot set a hostname "
-                                                 f"({spec['hostname']!r}): it has its sandbox's")
-            c.sandbox_root = sandbox.sandbox_root
-
-    def _resolve_sandbox_mounts(self, c: Container, spec: dict[str, Any], op: str) -> None:
-        """sandbox://P and sandbox-tmp://P sources: directories of the pod's sandbox root, shared by its
-        containers (sandbox-tmp:// ones on a tmpfs the sandbox container owns)."""
-        for m in spec.get("mounts") or []:
-            source = m.get("source") if isinstance(m, dict) else None
-            if not isinstance(source, str) or not source.startswith((SANDBOX_MOUNT_PREFIX, SANDBOX_TMPFS_PREFIX)):
-                continue
-            if not c.sandbox_root:
-                raise HResultError(E_INVALIDARG, f"{op}: mount {source}: only a pod's containers have a sandbox")
-            tmpfs = source.startswith(SANDBOX_TMPFS_PREFIX)
-            base = os.path.join(c.sandbox_root, "sandboxTmpfsMounts" if tmpfs else "sandboxMounts")
-            rel = source.split("://", 1)[1].strip("/")
-            path = os.path.normpath(os.path.join(base, rel))
-            if not rel or not path.startswith(base + "/"):
-                raise HResultError(E_INVALIDARG, f"{op}: mount {source}: not a path inside the sandbox")
-            if tmpfs:
-                self._sandbox_tmpfs(c, base, op)
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            m["source"] = path
-
-    def _sandbox_tmpfs(self, c: Container, base: str, op: str) -> None:
-        sandbox = c if c.is_sandbox else next((s for s in self.containers.values()
-                                               if s.is_sandbox and s.bundle == c.sandbox_root), None)
-        if sandbox is None or sandbox.tmpfs:
-            return
-        os.makedirs(base, mode=0o755, exist_ok=True)
-        try:
-            mount_raw("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
-        except OSError as e:
-            raise HResultError(E_FAIL, f"{op}: sandbox tmpfs {base}: {e}") from e
-        sandbox.tmpfs = base
-
-    def _add_etc_files(self, c: Container, spec: dict[str, Any], netns_id: str) -> None:
-        """/etc/hostname, hosts and resolv.conf unless the spec mounts its own: written into the bundle, except
-        that a pod's workload containers share their sandbox's (upstream's setupWorkloadContainerSpec)."""
-        mounts = spec.setdefault("mounts", [])
-        taken = {m.get("destination") for m in mounts if isinstance(m, dict)}
-        readonly = bool(spec["root"].get("readonly"))
-        options = ["bind", "ro" if readonly else "rw"]
-        if c.sandbox_root and not c.is_sandbox:
-            for name in ETC_FILES:
-                if f"/etc/{name}" not in taken:
-                    mounts.append({"destination": f"/etc/{name}", "type": "bind",
-                                   "source": os.path.join(c.sandbox_root, name), "options": options})
-            return
-        hostname = spec.get("hostname") or os.uname().nodename
-        files = {
-            "hostname": hostname + "\n",
-            "hosts": f"127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n127.0.1.1 {hostname}\n",
-            "resolv.conf": self.networks.resolv_conf(netns_id),
-        }
-        for name, text in files.items():
-            path = os.path.join(c.bundle, name)
-            with open(path, "w") as f:
-                f.write(text)
-            if f"/etc/{name}" not in taken:
-                mounts.append({"destination": f"/etc/{name}", "type": "bind", "source": path, "options": options})
 
     async def _init_exited(self, c: Container, init: Process) -> None:
         c.state = "terminated"
@@ -703,10 +620,7 @@ class Guest:
         failed Create a bundle the host made, keep everything but the files we wrote."""
         import shutil  # only here: the agent's start-up is on a utility VM's boot path
 
-        if c.tmpfs:
-            with contextlib.suppress(OSError):
-                umount_raw(c.tmpfs, 2)  # MNT_DETACH: a workload may still hold it as it goes
-            c.tmpfs = ""
+        pod.release(c.pod)
         if c.state_dir:
             shutil.rmtree(c.state_dir, ignore_errors=True)
         if c.scratch and os.path.isdir(c.scratch) and not failed_create and not mounted_under(c.scratch):
@@ -716,7 +630,7 @@ class Guest:
         if (c.made_bundle or not failed_create) and not mounted_under(c.bundle):
             shutil.rmtree(c.bundle, ignore_errors=True)  # like the Go GCS: the host released the storage first
         else:
-            for name in ("config.json", *ETC_FILES):
+            for name in ("config.json", *pod.ETC_FILES):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(c.bundle, name))
 

@@ -146,13 +146,15 @@ def is_guid(text: object) -> bool:
 
 
 def raise_for_result(body: Any, operation: str) -> dict[str, Any]:
-    """The response body when its Result is 0, else HResultError("<operation>: <ErrorMessage>")."""
+    """The response body when its Result is 0, else HResultError("<operation>: <ErrorMessage>") (the operation is
+    not repeated when the guest's message already starts with it, as ours do)."""
     if not isinstance(body, dict):
         raise HResultError(0xC037010D, f"{operation}: response is not a JSON object")
     result = field(body, "Result", "int32")
     if result != 0:
         message = field(body, "ErrorMessage", str) or ""
         records = field(body, "ErrorRecords", list) or []
-        text = f"{operation}: {message}" if message else operation
+        text = message if message.startswith(f"{operation}: ") else f"{operation}: {message}" if message \
+            else operation
         raise HResultError(int32(result), text, [r for r in records if isinstance(r, dict)])
     return body

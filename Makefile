@@ -52,7 +52,7 @@ demo: setup
 	$(VPY) -m hcsshim.testing.demo
 
 # Every benchmark, each side by side with its anchor; `make bench-shim` etc. run one.
-BENCHES := shim ext4 bridge uvm lcow
+BENCHES := shim ext4 bridge uvm lcow template
 bench: setup
 	@set -e; for b in $(BENCHES); do if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(VPY) bench/$$b.py; fi; done
 

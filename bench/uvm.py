@@ -114,7 +114,8 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
     The container gets a scratch disk formatted on the host beforehand, as hcsshim copies a formatted
     scratch template."""
     opts = UVMOptions(id=f"bench-{os.getpid()}-{i}", boot_files_path=str(boot), memory_mb=args.memory,
-                      cpus=args.cpus, run_root="/run/hcsshim/uvm-bench", root_fs_type=root_fs_type)
+                      cpus=args.cpus, run_root="/run/hcsshim/uvm-bench", root_fs_type=root_fs_type,
+                      template=False)  # a cold boot: bench/template.py measures clones
     scratch = work / f"scratch-{i}.img"
     with open(scratch, "wb") as f:
         f.truncate(256 << 20)

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator
 
 VENV_BIN = Path(sys.executable).parent  # holds containerd-shim-runhcs-v1
+
+# Utility VM templates (hcsshim.uvm.template) of this test session: private, shared by its tests (and the shims of
+# their containerd instances, which inherit the environment); a test that builds its own sets its own store.
+os.environ.setdefault("HCSSHIM_TEMPLATE_CACHE", tempfile.mkdtemp(prefix="hcsshim-test-templates-"))
 REQUIRED_PROGRAMS = ("containerd", "ctr", "runc", "containerd-shim-runc-v2")
 
 

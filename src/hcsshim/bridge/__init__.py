@@ -13,6 +13,7 @@ from hcsshim.bridge.messages import (
     STDIO_PORT_BASE,
     Requests,
     container_notification,
+    host_state,
     is_guid,
     negotiate_response,
     raise_for_result,
@@ -24,6 +25,7 @@ from hcsshim.bridge.wire import __all__ as _wire_all
 
 __all__ = [
     "BRIDGE_PORT", "EXIT_FORCED", "EXIT_GRACEFUL", "EXIT_UNEXPECTED", "INFINITE", "PROTOCOL_VERSION",
-    "STDIO_PORT_BASE", "Requests", "container_notification", "is_guid", "negotiate_response", "raise_for_result",
+    "STDIO_PORT_BASE", "Requests", "container_notification", "host_state", "is_guid", "negotiate_response",
+    "raise_for_result",
     "request", "response", *_wire_all,
 ]

@@ -11,6 +11,7 @@ Standard library only: the guest agent imports this module.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from hcsshim.bridge.resources import ModificationRequest
@@ -27,6 +28,7 @@ __all__ = [
     "STDIO_PORT_BASE",
     "Requests",
     "container_notification",
+    "host_state",
     "negotiate_response",
     "raise_for_result",
     "request",
@@ -65,8 +67,10 @@ class Requests:
     """Request bodies as the hcsshim host sends them, one static method per RPC."""
 
     @staticmethod
-    def negotiate(minimum: int = PROTOCOL_VERSION, maximum: int = PROTOCOL_VERSION) -> dict[str, Any]:
-        return request("", MinimumVersion=minimum, MaximumVersion=maximum)
+    def negotiate(minimum: int = PROTOCOL_VERSION, maximum: int = PROTOCOL_VERSION,
+                  host_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """host_state: our extension (`host_state()`); the Go GCS ignores the unknown field."""
+        return request("", MinimumVersion=minimum, MaximumVersion=maximum, HostState=host_state)
 
     @staticmethod
     def create(container_id: str, bundle: str, spec: dict[str, Any], scratch: str = "") -> dict[str, Any]:
@@ -112,6 +116,12 @@ class Requests:
         malformed requests)."""
         inner = modification.to_json() if isinstance(modification, ModificationRequest) else modification
         return request(container_id, Request=inner)
+
+
+def host_state(unix_nano: int, entropy: bytes, hostname: str) -> dict[str, Any]:
+    """NegotiateProtocol's HostState (an extension of ours, see hcsshim.guest.hoststate): the host's wall clock,
+    random bytes for the guest's kernel pool, and the guest's hostname."""
+    return {"UnixNano": unix_nano, "Entropy": base64.b64encode(entropy).decode(), "Hostname": hostname}
 
 
 def response(activity_id: str = NULL_GUID, **fields: Any) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """uvmboot: boot Linux utility VMs (LCOW) on QEMU, optionally run a command in them, and time it.
 
-    uvmboot [--cpus N] [--memory MB] [--count N] [--parallel N] [--measure] [--accel kvm|tcg] lcow
-            --boot-files-path DIR [--root-fs-type initrd|vhd] [--kernel-args ARGS] [--exec CMD]
+    uvmboot [--cpus N] [--memory MB] [--count N] [--parallel N] [--measure] [--accel kvm|tcg] [--no-template]
+            lcow --boot-files-path DIR [--root-fs-type initrd|vhd] [--kernel-args ARGS] [--exec CMD]
             [--fwd-stdout] [--fwd-stderr] [--mount-scsi HOST:GUEST[:ro]] [--share HOST:GUEST[:ro]]
 
-The flags are upstream's (cmd/uvmboot). Each VM boots until its GCS has negotiated, mounts what --mount-scsi
+The flags are upstream's (cmd/uvmboot), plus --no-template. Each VM is restored from its template
+(hcsshim.uvm.template: built by the first VM that needs it, in $HCSSHIM_TEMPLATE_CACHE or
+/var/lib/hcsshim/templates), or with --no-template booted cold, until its GCS has negotiated, mounts what --mount-scsi
 and --share ask for, runs --exec (a process in the UVM, outside any container; its stdout/stderr are printed
 with --fwd-stdout/--fwd-stderr) and is then terminated. --measure prints each VM's boot time (start to GCS
 ready) and the total.
@@ -60,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--measure", action="store_true", help="print boot times")
     p.add_argument("--accel", choices=("kvm", "tcg"), default=None,
                    help="QEMU accelerator (default: KVM when a guest really runs on it, else TCG)")
+    p.add_argument("--no-template", action="store_true",
+                   help="boot every VM cold instead of restoring it from a template of a booted VM")
     p.add_argument("--debug", action="store_true", help="log what happens, and the guest's log, on stderr")
     sub = p.add_subparsers(dest="kind", metavar="lcow", required=True)
     lcow = sub.add_parser("lcow", help="a Linux utility VM")
@@ -85,12 +89,12 @@ class BootFailed(Exception):
     pass
 
 
-async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | None]:
-    """(seconds from start to GCS ready, exit status of --exec or None)."""
+async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | None, str]:
+    """(seconds from start to GCS ready, exit status of --exec or None, how the VM started)."""
     opts = UVMOptions(id=f"uvmboot-{os.getpid()}-{index}-{uuid.uuid4().hex[:6]}",
                       boot_files_path=args.boot_files_path, root_fs_type=args.root_fs_type, memory_mb=args.memory,
                       cpus=args.cpus, kernel_args=args.kernel_args, accel=args.accel,
-                      gcs_log_level="debug" if args.debug else "info")
+                      gcs_log_level="debug" if args.debug else "info", template=not args.no_template)
     try:
         vm = await UtilityVM.create(opts)
     except UVMError as exc:
@@ -99,6 +103,8 @@ async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | N
         t0 = time.perf_counter()
         await vm.start()
         boot = time.perf_counter() - t0
+        how = (f"restored from template {vm.template.key.digest[:12]}" if vm.template else
+               f"cold ({vm.cold_boot_reason})" if vm.cold_boot_reason else "cold")
         assert vm.gcs is not None
         for m in args.mount_scsi:  # attached and mounted; vm.close() releases them
             await vm.scsi.add(m.host, read_only=m.read_only, guest_path=m.guest)
@@ -115,7 +121,7 @@ async def boot_one(args: argparse.Namespace, index: int) -> tuple[float, int | N
             if args.fwd_stderr and err:
                 sys.stderr.buffer.write(err)
                 sys.stderr.flush()
-        return boot, status
+        return boot, status, how
     except UVMError as exc:
         raise BootFailed(str(exc)) from None
     except (OSError, TimeoutError) as exc:
@@ -133,14 +139,14 @@ async def run(args: argparse.Namespace) -> int:
     async def one(i: int) -> None:
         async with sem:
             try:
-                boot, status = await boot_one(args, i)
+                boot, status, how = await boot_one(args, i)
             except BootFailed as exc:
                 failures.append(str(exc))
                 print(f"uvmboot: {exc}", file=sys.stderr)
                 return
             results.append((boot, status))
             if args.measure:
-                print(f"uvmboot: VM {i}: booted in {boot:.2f} s", file=sys.stderr)
+                print(f"uvmboot: VM {i}: booted in {boot:.2f} s, {how}", file=sys.stderr)
 
     await asyncio.gather(*(one(i) for i in range(args.count)))
     if args.measure:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal as _signal
+import time
 from typing import Any
 
 from hcsshim import bridge
@@ -78,8 +80,12 @@ class GuestConnection:
 
     @classmethod
     async def connect(cls, transport: Transport, *, timeout: float = 120.0, port: int = BRIDGE_PORT,
-                      guest_root: str = "/run/gcs", rpc_timeout: float = RPC_TIMEOUT) -> GuestConnection:
-        """Listen on the bridge port, accept the guest's one connection, close the listener, negotiate."""
+                      guest_root: str = "/run/gcs", rpc_timeout: float = RPC_TIMEOUT,
+                      hostname: str | None = None) -> GuestConnection:
+        """Listen on the bridge port, accept the guest's one connection, close the listener, negotiate.
+
+        With `hostname`, the negotiation also carries the host's state (clock, entropy and that hostname, see
+        bridge.host_state), which a utility VM's GCS applies: a VM restored from a template needs it."""
         listener = await transport.listen(port)
         try:
             conn = await asyncio.wait_for(listener.accept(), timeout)
@@ -90,7 +96,7 @@ class GuestConnection:
         gc = cls(conn, transport, guest_root=guest_root, rpc_timeout=rpc_timeout)
         gc.start()
         try:
-            await gc.negotiate()
+            await gc.negotiate(hostname=hostname)
         except BaseException:
             await gc.close()
             raise
@@ -217,8 +223,10 @@ class GuestConnection:
 
     # --- connection-wide requests -----------------------------------------------------------------------
 
-    async def negotiate(self) -> None:
-        reply = await self.request(Rpc.NEGOTIATE_PROTOCOL, Requests.negotiate(), "negotiate protocol")
+    async def negotiate(self, *, hostname: str | None = None) -> None:
+        state = None if hostname is None else bridge.host_state(time.time_ns(), os.urandom(64), hostname)
+        reply = await self.request(Rpc.NEGOTIATE_PROTOCOL, Requests.negotiate(host_state=state),
+                                   "negotiate protocol")
         version = field(reply, "Version", "uint32")
         if version != PROTOCOL_VERSION:
             raise HResultError(bridge.VMCOMPUTE_UNSUPPORTED_PROTOCOL_VERSION,

@@ -141,6 +141,7 @@ class Guest:
         self.tasks = TaskSet()
         self.no_pivot = runcinfo.root_is_ramfs()
         self.modules_ready: str | None = None  # see kernel_modules()
+        self.sync_host_state = False  # apply the host's NegotiateProtocol HostState (hcsshim.guest.hoststate)
         self.storage = Storage(self.reaper, transport, kernel_modules=self.kernel_modules)
         self.networks = Networks(self.reaper, kernel_modules=self.kernel_modules)
 

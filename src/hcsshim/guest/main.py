@@ -3,7 +3,7 @@ bridge port (re-dialling every 100 ms after a loss) and serves it until the host
 
     gcs -v4 [-loglevel debug] [-log-format text|json] [-logfile PATH] [-use-inouterr]
         [-transport vsock|unix:DIR|mux:DEVICE] [-root /run/gcs] [-share-root DIR [-share-tag TAG]]
-        [-modules-ready FILE] [-cgroup-parent /pods] [-runc runc]
+        [-modules-ready FILE] [-sync-host-state] [-cgroup-parent /pods] [-runc runc]
 
 With -share-tag the first MappedDirectory mounts the VM's virtio-9p device TAG (one device exporting every
 share, see hcsshim.uvm.qemu) at the share root.
@@ -75,6 +75,8 @@ def flag_set() -> FlagSet:
               "device)")
     fs.string("modules-ready", None, "a file init creates once it has loaded the kernel modules it loads in the "
               "background; requests that need them (9p, network, pmem) wait for it")
+    fs.bool("sync-host-state", "apply the clock, entropy and hostname the host sends when it negotiates (a "
+            "utility VM's GCS: a VM restored from a template needs them)")
     fs.string("cgroup-parent", "/pods", "parent cgroup of containers")
     fs.string("runc", "runc", "the runc binary")
     return fs
@@ -119,6 +121,7 @@ async def serve(args: Any) -> int:
         raise ValueError("-share-tag needs -share-root")
     guest.storage.share_tag = args.share_tag
     guest.modules_ready = args.modules_ready
+    guest.sync_host_state = args.sync_host_state
     await guest.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

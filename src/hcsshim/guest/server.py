@@ -42,6 +42,7 @@ from hcsshim.bridge import (
     field,
 )
 from hcsshim.bridge.resources import ContainerConstraints, ModificationRequest, NetworkAdapter, PodCgroupMemoryLimit
+from hcsshim.guest import hoststate
 from hcsshim.guest.containers import Guest
 from hcsshim.guest.process import TaskSet
 from hcsshim.guest.runcinfo import runc_errors
@@ -198,6 +199,9 @@ class Connection:
             self.send_later(rtype, msg.id, bridge.error_body(e.hresult, e.message))
             return
         self.negotiated = True
+        state = field(body, "HostState", dict)
+        if state and self.guest.sync_host_state:
+            hoststate.apply(state)
         self.send_later(rtype, msg.id, bridge.negotiate_response(activity, min(PROTOCOL_VERSION, hi)))
 
     async def _handle(self, msg: Message, handler: Handler) -> None:

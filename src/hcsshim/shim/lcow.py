@@ -191,6 +191,9 @@ class VmSandbox(Protocol):
     @property
     def vm_alive(self) -> bool: ...
 
+    def closes_after(self, task_id: str) -> bool:
+        """Whether deleting this container closes the VM (its last container): then nothing in it needs undoing."""
+
     def layer_keys(self, layer_dirs: list[str]) -> list[str]: ...
 
     async def pause(self, task_id: str) -> None: ...
@@ -236,7 +239,7 @@ class LcowContainer(ContainerBackend):
     async def _create(self) -> None:
         source = guestspec.rootfs_source(self.id, self.rootfs, self.spec, self.bundle)
         t0 = time.perf_counter()
-        if source.layers:
+        if source.layers:  # (attached one after the other: overlapping them gains nothing on the VM's one CPU)
             layers = await self._attach_layers(source.layers)
             await self._attach_scratch()
             await self._combine(layers)
@@ -351,12 +354,14 @@ class LcowContainer(ContainerBackend):
                     raise
             await asyncio.sleep(0.05)
 
-    async def _release_all(self) -> None:
-        """Undoes the creation steps, newest first; a step that fails is logged and the rest still run."""
-        vm_alive = self.sandbox.vm_alive
+    async def _release_all(self, *, vm_going: bool = False) -> None:
+        """Undoes the creation steps, newest first; a step that fails is logged and the rest still run. The steps in
+        the VM are skipped when it is gone or about to go (`vm_going`: closing it frees its disks and shares, and
+        unplugging them one by one first would only add to the task's teardown)."""
+        skip_vm = vm_going or not self.sandbox.vm_alive
         while self._releases:
             what, release, in_vm = self._releases.pop()
-            if in_vm and not vm_alive:
+            if in_vm and skip_vm:
                 continue
             try:
                 await release()
@@ -416,7 +421,7 @@ class LcowContainer(ContainerBackend):
             return
         for p in [self.init, *self.execs]:
             p.close()
-        await self._release_all()
+        await self._release_all(vm_going=self.sandbox.closes_after(self.id))
         self.state = "DELETED"
         try:  # images nobody used for long go (rate-limited host-wide: at most one gc a minute)
             await asyncio.to_thread(self.sandbox.cache.maybe_gc)

@@ -97,6 +97,9 @@ class UvmSandbox(Sandbox):
     def empty(self) -> bool:
         return not self.containers
 
+    def closes_after(self, task_id: str) -> bool:
+        return set(self.containers) <= {task_id}
+
     def layer_keys(self, layer_dirs: list[str]) -> list[str]:
         return snapshot_keys(layer_dirs)
 

@@ -1,7 +1,7 @@
 """What `delete` frees of a hypervisor-isolated task after its shim died: the task's utility VM (its QEMU, share
-mounts and run dir, when the task owned the VM: a standalone task or a pod's sandbox) and its references in the
-host's layer cache. Synchronous and quick, for containerd's 5 s cleanup timeout; idempotent, and a no-op for a
-process-isolated task (nothing of the kind exists)."""
+mounts and run dir, when the task owned the VM: a standalone task or a pod's sandbox; also the VM that was building
+its template) and its references in the host's layer cache. Synchronous and quick, for containerd's 5 s cleanup
+timeout; idempotent, and a no-op for a process-isolated task (nothing of the kind exists)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import os
 from hcsshim.layers import LayerCache, LayerError
 from hcsshim.shim.paths import LAYER_HOLDER_FILE, uvm_id, uvm_run_root
 from hcsshim.uvm import cleanup_stale
+from hcsshim.uvm.vm import template_vm_id
 
 
 def cleanup_after_dead_shim(bundle: str, task_id: str) -> list[str]:
     """Frees the task's VM and layer references; returns warnings (what could not be freed)."""
-    warnings = list(cleanup_stale(uvm_run_root(bundle), uvm_id(task_id)))
+    root, vm_id = uvm_run_root(bundle), uvm_id(task_id)
+    warnings = [*cleanup_stale(root, vm_id), *cleanup_stale(root, template_vm_id(vm_id))]
     try:
         with open(os.path.join(bundle, LAYER_HOLDER_FILE)) as f:
             holder = f.read().strip()

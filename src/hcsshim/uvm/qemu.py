@@ -14,6 +14,7 @@ is testable without starting anything (see ../shared/design.md's table):
 | entropy on port 1                          | virtio-rng                                                      |
 | synthetic NIC hot-add                      | virtio-net-pci on a pre-made pcie-root-port, netdev tap         |
 | StopOnReset + panic=-1                     | -no-reboot + panic=-1: a dead guest ends QEMU                   |
+| (saved/cloned VM state)                    | vmgenid (guid=auto), RAM in a memory-backend-file for templates |
 | COM1 console pipe                          | ttyS0 into `console.log` in the run dir                         |
 
 QEMU connects, as a client, to the host's unix sockets (qmp, bridge, log), which the VM object creates
@@ -53,6 +54,7 @@ class UVMOptions:
     forward_stderr: bool = True
     run_root: str = "/run/hcsshim/uvm"
     extra_qemu_args: list[str] = field(default_factory=list)
+    template: bool = True  # start as a clone of a template (hcsshim.uvm.template) when the GCS is the init child
 
     def validate(self) -> None:
         if not self.id or "/" in self.id or self.id in (".", ".."):
@@ -73,6 +75,8 @@ ANNOTATION_PROCESSORS = "io.microsoft.virtualmachine.computetopology.processor.c
 ANNOTATION_BOOT_FILES = "io.microsoft.virtualmachine.bootfilesrootpath"
 ANNOTATION_ROOT_FS_TYPE = "io.microsoft.virtualmachine.lcow.preferredrootfstype"
 ANNOTATION_KERNEL_ARGS = "io.microsoft.virtualmachine.lcow.kernelbootoptions"
+# Ours: "false" boots the VM cold instead of restoring it from a template (hcsshim.uvm.template).
+ANNOTATION_TEMPLATE = "io.hcsshim.uvm.template"
 
 
 def apply_annotations(opts: UVMOptions, annotations: dict[str, str]) -> UVMOptions:
@@ -104,6 +108,11 @@ def apply_annotations(opts: UVMOptions, annotations: dict[str, str]) -> UVMOptio
         opts.root_fs_type = kind
     if ANNOTATION_KERNEL_ARGS in annotations:
         opts.kernel_args = " ".join(filter(None, [opts.kernel_args, annotations[ANNOTATION_KERNEL_ARGS]]))
+    if ANNOTATION_TEMPLATE in annotations:
+        value = annotations[ANNOTATION_TEMPLATE].lower()
+        if value not in ("true", "false"):
+            raise ValueError(f"annotation {ANNOTATION_TEMPLATE}={value!r}: not true or false")
+        opts.template = value == "true"
     opts.validate()
     return opts
 
@@ -145,7 +154,7 @@ def init_command(opts: UVMOptions) -> list[str]:
     child = opts.init_command or ["/bin/gcs", "-v4", "-log-format", "json", "-loglevel", opts.gcs_log_level,
                                   "-transport", f"mux:/dev/virtio-ports/{BRIDGE_PORT}",
                                   "-share-root", SHARES_GUEST_ROOT, "-share-tag", SHARES_TAG,
-                                  "-modules-ready", MODULES_READY]
+                                  "-modules-ready", MODULES_READY, "-sync-host-state"]
     init_opts: list[str] = []
     if opts.forward_stderr:
         init_opts += ["-e", LOG_PORT]
@@ -170,15 +179,30 @@ def kernel_cmdline(opts: UVMOptions, boot: BootFiles) -> str:
     return " ".join([*tokens, "--", *init_command(opts)])
 
 
-def qemu_argv(qemu: str, opts: UVMOptions, boot: BootFiles, run_dir: str, accel: str) -> list[str]:
-    """QEMU's command line for `opts`, with its sockets and files in `run_dir`."""
+@dataclass(frozen=True)
+class Memory:
+    """The VM's RAM in a file (a template's, hcsshim.uvm.template): shared (the template writes its RAM into the
+    file) or private (a clone maps the template's file copy-on-write)."""
+
+    path: str
+    shared: bool
+
+
+def qemu_argv(qemu: str, opts: UVMOptions, boot: BootFiles, run_dir: str, accel: str, *,
+              memory: Memory | None = None, incoming: bool = False) -> list[str]:
+    """QEMU's command line for `opts`, with its sockets and files in `run_dir`; `incoming`: wait for a migration
+    stream (a clone restores the template's state before it runs)."""
 
     def p(name: str) -> str:
         return os.path.join(run_dir, name)
 
-    argv = [qemu, "-name", f"hcsshim-uvm-{opts.id}", "-machine", f"q35,accel={accel}",
+    machine = f"q35,accel={accel}" + (",memory-backend=ram" if memory else "")
+    argv = [qemu, "-name", f"hcsshim-uvm-{opts.id}", "-machine", machine,
             "-m", str(opts.memory_mb), "-smp", str(opts.cpus), "-nodefaults", "-no-user-config",
             "-display", "none", "-no-reboot"]
+    if memory is not None:
+        argv += ["-object", f"memory-backend-file,id=ram,size={opts.memory_mb}M,mem-path={memory.path},"
+                            f"share={'on' if memory.shared else 'off'}"]
     if accel == "kvm":
         argv += ["-cpu", "host"]
     argv += ["-kernel", boot.kernel, "-append", kernel_cmdline(opts, boot)]
@@ -202,4 +226,8 @@ def qemu_argv(qemu: str, opts: UVMOptions, boot: BootFiles, run_dir: str, accel:
                  "-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=rootfs,id=lun0,serial=rootfs"]
     for i in range(ROOT_PORTS):
         argv += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},slot={i + 1}"]
+    # A new generation id on every QEMU start: the guest kernel reseeds its RNG when a restored VM sees it change.
+    argv += ["-device", "vmgenid,guid=auto"]
+    if incoming:
+        argv += ["-incoming", "defer"]
     return [*argv, *opts.extra_qemu_args]

@@ -12,7 +12,17 @@ layers, scratch and data disks), `vm.shares` (hcsshim.uvm.shares: Plan9 director
                                              connects to them; <run dir>/qemu.pid records QEMU's pid and start
                                              time (for hcsshim.uvm.stale.cleanup_stale); QMP answers; the log port
                                              is read into <run dir>/gcs.log and our logger; then (unless told not
-                                             to) the guest boots and its GCS negotiates over the bridge port
+                                             to) the guest boots and its GCS negotiates over the bridge port.
+                                             With opts.template (the default) the VM is instead a clone of its
+                                             template (hcsshim.uvm.template), built first if there is none (by
+                                             a VM `template-<id>`, under the template's lock): QEMU starts with
+                                             the template's RAM file mapped private and `-incoming defer`, the
+                                             saved device state is loaded, the guest runs on and its GCS, which
+                                             was waiting, negotiates afresh (and takes the host's clock, entropy
+                                             and hostname). A template that does not load, or a clone that does
+                                             not restore or negotiate within CLONE_GCS_TIMEOUT, gives a cold boot
+                                             (the reason in `cold_boot_reason` and the log) and a rebuild of the
+                                             template in the background (a task of this VM)
     RUNNING --pause()--> PAUSED              QMP stop: the vCPUs halt (the guest answers nothing meanwhile)
     PAUSED --resume()--> RUNNING             QMP cont
     RUNNING | PAUSED --the guest powers off, crashes or QEMU dies--> STOPPED   (`exit_status`, `unexpected`)
@@ -32,9 +42,11 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
+from dataclasses import replace
 
 from qemu.qmp import QMPClient
 
@@ -46,9 +58,10 @@ from hcsshim.uvm import accel as accel_mod
 from hcsshim.uvm import procfs
 from hcsshim.uvm.common import State, UVMError, check_state
 from hcsshim.uvm.nics import NicManager
-from hcsshim.uvm.qemu import BootFiles, UVMOptions, find_boot_files, qemu_argv
+from hcsshim.uvm.qemu import MODULES_READY, BootFiles, Memory, UVMOptions, find_boot_files, qemu_argv
 from hcsshim.uvm.scsi import ScsiManager
 from hcsshim.uvm.shares import ShareManager
+from hcsshim.uvm.template import Template, TemplateError, TemplateKey, TemplateStore, restore_state, save_state
 
 __all__ = ["State", "UVMError", "UtilityVM"]
 
@@ -59,6 +72,8 @@ CONNECT_TIMEOUT = 30.0  # seconds for QEMU to start and connect its sockets
 GCS_TIMEOUT = 120.0  # seconds for the guest to boot and its GCS to negotiate (upstream: 2 minutes)
 TERMINATE_GRACE = 5.0  # seconds between QMP quit and SIGKILL
 QMP_TIMEOUT = 10.0  # seconds for QMP stop/cont
+CLONE_GCS_TIMEOUT = 15.0  # seconds for a restored clone's GCS to negotiate before it is given up for a cold boot
+MODULES_TIMEOUT = 60.0  # seconds for a template's background kernel modules to load before it is saved
 
 
 class UtilityVM:
@@ -83,6 +98,11 @@ class UtilityVM:
         self._terminating = False
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: dict[str, socket.socket] = {}
+        self.templates = TemplateStore()  # where start() finds (or builds) its template
+        self.memory: Memory | None = None  # RAM in a file: a template's (shared) or a clone's (private)
+        self.incoming = False  # QEMU waits for a saved state (a clone)
+        self.template: Template | None = None  # the template this VM was restored from
+        self.cold_boot_reason = ""  # why a VM that could have been a clone booted cold
         # LUN 0 is the vhd root's when it boots from rootfs.vhd
         self.scsi = ScsiManager(self, reserved_luns=frozenset({0} if opts.root_fs_type == "vhd" else ()))
         self.shares = ShareManager(self)
@@ -132,10 +152,141 @@ class UtilityVM:
         return vm
 
     async def start(self, *, connect_gcs: bool = True, gcs_timeout: float = GCS_TIMEOUT) -> None:
-        """Starts QEMU, waits until its sockets are connected and QMP answers, then for the GCS (connect_gcs)."""
+        """Starts the VM: restored from its template (built first when there is none) when the options allow it,
+        else (or when that fails: the reason is logged and kept in `cold_boot_reason`) booted cold; then waits for
+        the GCS to negotiate (connect_gcs)."""
+        self._check("start", State.CREATED)
+        if connect_gcs and self.opts.template and self.opts.init_command is None and \
+                await self._start_from_template():
+            return
         await self.start_qemu()
         if connect_gcs:
             await self.connect_gcs(timeout=gcs_timeout)
+
+    # -- templates (hcsshim.uvm.template) ---------------------------------------------------------------------
+
+    async def _start_from_template(self) -> bool:
+        """Restores this VM from its template, building the template when there is none; False: boot cold."""
+        assert self.boot is not None
+        try:
+            qemu = accel_mod.qemu_binary()
+            if self.accel is None:
+                self.accel = await accel_mod.choose(self.boot.kernel, waiter=self.waiter, qemu=qemu)
+            key = await asyncio.to_thread(self.templates.key, self.opts, self.boot, qemu, self.accel)
+        except (OSError, TemplateError) as exc:
+            return self._cold(f"no template key: {exc}")
+        try:
+            tpl = await asyncio.to_thread(self.templates.load, key)
+        except TemplateError as exc:  # damaged or mismatched: boot cold now, and make a good one meanwhile
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._rebuild_template(key), name=f"uvm {self.id} template rebuild"))
+            return self._cold(f"{exc}; rebuilding it in the background")
+        if tpl is None:
+            tpl = await self.build_template(key)
+            if tpl is None:
+                return self._cold("the template could not be built (see above)")
+        try:
+            await self._restore(tpl)
+        except (UVMError, TemplateError, OSError, TimeoutError) as exc:
+            await self._abandon_start()
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._rebuild_template(key, replacing=tpl), name=f"uvm {self.id} template rebuild"))
+            return self._cold(f"restore from template {key.digest[:12]} failed ({exc}); rebuilding it")
+        self.template = tpl
+        return True
+
+    def _cold(self, reason: str) -> bool:
+        self.cold_boot_reason = reason
+        log.warning("uvm %s: booting cold: %s", self.id, reason)
+        return False
+
+    async def _restore(self, tpl: Template) -> None:
+        self.memory = Memory(tpl.memory, shared=False)
+        self.incoming = True
+        await self.start_qemu()
+        qmp = self.qmp_client("restore")
+        try:
+            await restore_state(qmp, tpl.state)
+            await qmp.execute("cont")
+        except (TemplateError, OSError):
+            raise
+        except Exception as exc:  # QMP's errors
+            raise UVMError(f"uvm {self.id}: restore: {exc}") from None
+        await self.connect_gcs(timeout=CLONE_GCS_TIMEOUT)
+
+    async def build_template(self, key: TemplateKey, *, replacing: Template | None = None) -> Template | None:
+        """Builds the template of `key` (a cold boot of a VM like this one, saved), once across processes: under
+        the key's lock, a good template someone else finished meanwhile is taken instead (unless it is the build
+        `replacing`, which failed to restore). None (logged) on failure."""
+        store = self.templates
+        locking = asyncio.ensure_future(asyncio.to_thread(store.lock, key))
+        try:
+            fd = await asyncio.shield(locking)
+        except asyncio.CancelledError:  # the thread still takes the lock: give it back when it does
+            locking.add_done_callback(lambda f: f.cancelled() or f.exception() or store.unlock(f.result()))
+            raise
+        try:
+            try:
+                found = await asyncio.to_thread(store.load, key)
+            except TemplateError:  # still damaged: it goes now, so a rebuild cut short leaves none (see remove)
+                found = None
+                await asyncio.to_thread(store.remove, key)
+            if found is not None:
+                if replacing is None or found.built != replacing.built:
+                    return found  # someone else built (or rebuilt) it meanwhile
+                await asyncio.to_thread(store.remove, key)
+            staging = await asyncio.to_thread(store.staging, key)
+            try:
+                t0 = asyncio.get_running_loop().time()
+                state_sha = await self._boot_and_save(key, staging)
+                tpl = await asyncio.to_thread(store.commit, key, staging, state_sha)
+                log.info("uvm %s: built template %s in %.2f s", self.id, key.digest[:12],
+                         asyncio.get_running_loop().time() - t0)
+                return tpl
+            except BaseException as exc:
+                await asyncio.to_thread(store.discard, staging)
+                if not isinstance(exc, (UVMError, TemplateError, OSError, TimeoutError)):
+                    raise
+                log.error("uvm %s: building template %s failed: %s", self.id, key.digest[:12], exc)
+                return None
+        finally:
+            store.unlock(fd)
+
+    async def _boot_and_save(self, key: TemplateKey, staging: str) -> str:
+        """Cold-boots the template VM with its RAM in staging/memory, lets it settle, saves it; the state's sha."""
+        opts = replace(self.opts, id=template_vm_id(self.id), template=False,
+                       extra_qemu_args=list(self.opts.extra_qemu_args))
+        vm = await UtilityVM.create(opts, waiter=self.waiter)
+        try:
+            vm.accel = self.accel
+            vm.memory = Memory(os.path.join(staging, "memory"), shared=True)
+            await vm.start()
+            proc = await vm.guest("settle").exec_in_uvm(
+                ["sh", "-c", f"while [ ! -e {MODULES_READY} ]; do sleep 0.02; done"], stdout=False, stderr=False)
+            await asyncio.wait_for(proc.wait(), MODULES_TIMEOUT)
+            return await save_state(vm.qmp_client("save template"), os.path.join(staging, "state"))
+        except (TemplateError, OSError, TimeoutError, UVMError):
+            raise
+        except Exception as exc:  # QMP's and the bridge's errors
+            raise UVMError(f"uvm {opts.id}: {exc}") from None
+        finally:
+            await vm.close()
+
+    async def _rebuild_template(self, key: TemplateKey, *, replacing: Template | None = None) -> None:
+        await self.build_template(key, replacing=replacing)
+
+    async def _abandon_start(self) -> None:
+        """After a failed restore: QEMU and everything of this start go; the VM is CREATED again, to boot cold."""
+        await self._stop_runtime()
+        for name in os.listdir(self.run_dir):
+            if name != "shares":
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path(name))
+        self.memory, self.incoming = None, False
+        self.exit_status, self.unexpected, self._terminating = None, False, False
+        self.qemu = None
+        self.exited = asyncio.Event()
+        self.state = State.CREATED
 
     async def connect_gcs(self, *, timeout: float = GCS_TIMEOUT) -> GuestConnection:
         """Waits for the guest's GCS to dial the bridge port and negotiates; fails early if the VM stops."""
@@ -147,7 +298,8 @@ class UtilityVM:
             fd = os.dup(self.bridge.fileno())
             self.transport = MuxTransport(fd, fd, role="host")
             await self.transport.start()
-        connect = asyncio.ensure_future(GuestConnection.connect(self.transport, timeout=timeout))
+        connect = asyncio.ensure_future(GuestConnection.connect(self.transport, timeout=timeout,
+                                                                hostname=hostname_of(self.id)))
         died = asyncio.ensure_future(self.exited.wait())
         try:
             await asyncio.wait([connect, died], return_when=asyncio.FIRST_COMPLETED)
@@ -183,7 +335,8 @@ class UtilityVM:
                 s.setblocking(False)
                 self._listeners[name] = s
             argv = ["setpriv", "--pdeathsig", "KILL", "--",
-                    *qemu_argv(qemu, self.opts, self.boot, self.run_dir, self.accel)]
+                    *qemu_argv(qemu, self.opts, self.boot, self.run_dir, self.accel, memory=self.memory,
+                               incoming=self.incoming)]
             with open(self.path("qemu.log"), "wb") as qlog:
                 self.qemu = await self.waiter.spawn(argv, stdin=DEVNULL, stdout=qlog.fileno(), stderr=qlog.fileno())
             started = procfs.start_time(self.qemu.pid)  # setpriv execs QEMU: the same pid and start time
@@ -350,10 +503,8 @@ class UtilityVM:
         except OSError as exc:
             raise UVMError(f"uvm {self.id}: stats: QEMU (pid {self.qemu.pid}): {exc}") from None
 
-    async def close(self) -> None:
-        """Terminates the VM if it runs and releases everything it owns. Idempotent."""
-        if self.state in (State.CLOSED, State.NOT_CREATED):
-            return
+    async def _stop_runtime(self) -> None:
+        """Terminates QEMU and drops what runs with it: the GCS connection, the transport, QMP, the tasks."""
         await self.terminate()
         if self.gcs is not None:
             with contextlib.suppress(Exception):
@@ -376,6 +527,12 @@ class UtilityVM:
             self.bridge = None
         if self.qemu is not None:
             self.qemu.close()
+
+    async def close(self) -> None:
+        """Terminates the VM if it runs and releases everything it owns. Idempotent."""
+        if self.state in (State.CLOSED, State.NOT_CREATED):
+            return
+        await self._stop_runtime()
         self.scsi.close()
         self.nics.close()
         problems = self.shares.close()
@@ -399,6 +556,16 @@ class UtilityVM:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def template_vm_id(vm_id: str) -> str:
+    """The id of the VM that builds the template for VM `vm_id` (its run dir is cleaned like the VM's own)."""
+    return f"template-{vm_id}"
+
+
+def hostname_of(vm_id: str) -> str:
+    """The guest's hostname: the VM's id, as a hostname may spell it (a clone must not keep its template's)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "-", vm_id)[:63].strip("-.") or "uvm"
 
 
 def _relay(vm_id: str, line: bytes) -> None:

@@ -188,6 +188,31 @@ def test_a_detached_vm_task_takes_execs_ps_metrics_pause_resume_and_delete(conta
         cleanup(containerd, cid)
 
 
+def test_vm_tasks_are_clones_of_a_template_unless_the_annotation_turns_it_off(containerd: Containerd,
+                                                                               busybox_ref: str, vm_config: Path,
+                                                                               new_id) -> None:
+    clone, cold = new_id("clone"), new_id("cold")
+    try:
+        for cid, extra in ((clone, ()), (cold, ("--annotation", "io.hcsshim.uvm.template=false"))):
+            out = run_vm(containerd, vm_config, busybox_ref, cid, "sleep", "1000", extra=("-d", *extra), rm=False)
+            assert out.returncode == 0, out.stderr
+        argv = {}
+        for pid in qemu_pids(containerd):
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            argv[next(cid for cid in (clone, cold) if any(f"/{cid}@vm/" in a for a in args))] = args
+        assert sorted(argv) == sorted([clone, cold]), argv
+        # a clone maps its template's RAM file privately and waits for the saved state; a cold VM does neither
+        assert "-incoming" in argv[clone] and any("memory-backend-file" in a and "share=off" in a
+                                                  for a in argv[clone]), argv[clone]
+        assert "-incoming" not in argv[cold] and not any("memory-backend-file" in a for a in argv[cold]), argv[cold]
+        for cid in (clone, cold):
+            out = containerd.ctr("task", "exec", "--exec-id", "e1", cid, "echo", cid, timeout=VM_TIMEOUT)
+            assert out.stdout == f"{cid}\n".encode()
+    finally:
+        cleanup(containerd, clone, cold)
+    wait_for(lambda: qemu_pids(containerd) == [], what="the VMs to go with their tasks")
+
+
 def test_bind_mounts_become_shares_into_the_vm_and_read_only_is_honoured(containerd: Containerd, busybox_ref: str,
                                                                          vm_config: Path, tmp_path: Path,
                                                                          new_id) -> None:

@@ -99,7 +99,15 @@ def test_uvmboot_exec_prints_the_guest_kernel_release(boot_files: Path, no_vm_le
     assert printed.endswith("-amd64"), out.stdout
     if release:
         assert release in printed
-    assert "booted in" in out.stderr
+    assert "booted in" in out.stderr and "restored from template" in out.stderr  # templates are the default
+
+
+def test_uvmboot_no_template_boots_cold(boot_files: Path, no_vm_left) -> None:
+    out = subprocess.run([sys.executable, "-m", "hcsshim.cmd.uvmboot", "--memory", "512", "--cpus", "1",
+                          "--measure", "--no-template", "lcow", "--boot-files-path", str(boot_files),
+                          "--exec", "true"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "booted in" in out.stderr and ", cold" in out.stderr and "template" not in out.stderr, out.stderr
 
 
 def test_uvmboot_exits_with_the_commands_status(boot_files: Path, no_vm_left) -> None:

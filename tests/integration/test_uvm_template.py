@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -127,20 +126,21 @@ def test_clones_negotiate_run_containers_and_are_machines_of_their_own(boot_file
     run(body())
 
 
-def test_two_vms_that_need_the_same_missing_template_build_it_once(boot_files: Path, store: TemplateStore,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hcsshim.uvm.vm")
-
-    async def body() -> None:
-        a, b = await new_vm(boot_files, "race-a", store), await new_vm(boot_files, "race-b", store)
-        async with a, b:
-            await asyncio.gather(a.start(), b.start())
-            assert a.template is not None and b.template is not None
-            assert a.template.key.digest == b.template.key.digest
-
-    run(body())
-    builds = [r for r in caplog.records if "built template" in r.getMessage()]
-    assert len(builds) == 1, [r.getMessage() for r in builds]
+def test_two_processes_that_need_the_same_missing_template_build_it_once(boot_files: Path,
+                                                                         store: TemplateStore) -> None:
+    """Two uvmboot processes (as two shims would) start at once on an empty store: one builds, both restore."""
+    env = {**os.environ, "HCSSHIM_TEMPLATE_CACHE": store.root}
+    procs = [subprocess.Popen([sys.executable, "-m", "hcsshim.cmd.uvmboot", "--memory", "512", "--cpus", "1",
+                               "--debug", "--measure", "lcow", "--boot-files-path", str(boot_files), "--exec", "true"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert all("restored from template" in e for e in errs), errs
+    builds = sum(e.count("built template") for e in errs)
+    assert builds == 1, errs
+    templates = [n for n in os.listdir(store.root) if len(n) == 64]
+    assert len(templates) == 1 and not [n for n in os.listdir(store.root) if n.startswith(".build-")]
 
 
 @pytest.mark.parametrize("damage", ["truncated memory", "wrong version"])

@@ -89,16 +89,16 @@ def test_parsing_matches_keys_case_insensitively_and_defaults_missing_ones() -> 
 
 @pytest.mark.parametrize(("cls", "body", "message"), [
     (MappedVirtualDisk, {"Lun": 300}, "MappedVirtualDisk: field Lun: expected uint8, got 300"),
-    (MappedVirtualDisk, {"ReadOnly": "yes"}, "MappedVirtualDisk: field ReadOnly: expected bool, got str"),
-    (MappedVirtualDisk, {"Options": ["ro", 1]}, "MappedVirtualDisk: field Options: expected list of strings"),
+    (MappedVirtualDisk, {"ReadOnly": "yes"}, "MappedVirtualDisk: field ReadOnly: expected bool, got string"),
+    (MappedVirtualDisk, {"Options": ["ro", 1]}, r"MappedVirtualDisk: field Options\[1\]: expected string, got 1"),
     (CombinedLayers, {"ContainerRootPath": 5}, "CombinedLayers: field ContainerRootPath: expected string, got 5"),
     (CombinedLayers, {"Layers": [{"Path": "/a"}, {"Path": 1}]},
      r"CombinedLayers.Layers\[1\]: field Path: expected string, got 1"),
-    (CombinedLayers, {"Layers": {"Path": "/a"}}, "CombinedLayers: field Layers: expected list of Layer"),
+    (CombinedLayers, {"Layers": {"Path": "/a"}}, "CombinedLayers: field Layers: expected array of Layer, got object"),
     (NetworkAdapter, {"Routes": [{"Metric": -1}]}, r"Network.Routes\[0\]: field Metric: expected uint16, got -1"),
     (MappedDirectory, {"Port": 1.5}, "MappedDirectory: field Port: expected int32, got 1.5"),
-    (ContainerConstraints, {"Linux": []}, "ContainerConstraints: field Linux: expected object, got list"),
-    (SCSIDevice, [1], "SCSIDevice: expected a JSON object, got list"),
+    (ContainerConstraints, {"Linux": []}, "ContainerConstraints: field Linux: expected object, got array"),
+    (SCSIDevice, [1], "SCSIDevice: expected a JSON object, got array"),
 ])
 def test_a_wrong_type_is_invalid_json_naming_the_resource_and_field(cls, body, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(HResultError, match=message) as e:

@@ -42,7 +42,8 @@ BUSYBOX_PATH = "usr/lib/hcsshim/busybox"  # the static busybox /init runs on, wh
 # single modules besides the standard library, and each of them imports only the standard library and each
 # other. The boot files ship exactly this set (guest_python); tests/unit/test_guest_imports.py enforces the rule.
 GUEST_PACKAGES = ("guest", "bridge", "transport", "runc")  # hcsshim subpackages the GCS runs on
-GUEST_GROUND_MODULES = ("goflag", "libc", "mount")  # stdlib-only single modules of hcsshim those packages import
+# stdlib-only single modules of hcsshim those packages import
+GUEST_GROUND_MODULES = ("goflag", "gojson", "libc", "mount")
 GUEST_UNITS = GUEST_PACKAGES + GUEST_GROUND_MODULES
 GUEST_SITE = "usr/lib/python3/dist-packages"  # where the guest code goes (/bin/gcs puts it on sys.path)
 LIB_DIRS = ("lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64", "lib", "usr/lib")

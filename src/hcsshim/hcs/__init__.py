@@ -1,0 +1,13 @@
+"""The HCS library: compute systems (containers and utility VMs) and their processes, described by the HCS JSON
+schemas, on Windows' Host Compute Service or, on Linux, on a backend whose utility VMs are QEMU machines.
+
+The map of the package (being built; see each module's docstring):
+
+| module | owns |
+|---|---|
+| `hcsshim.hcs.schema1`, `hcsshim.hcs.schema2` | the schema1 and schema2 documents, typed (hcsshim.gojson) |
+| `hcsshim.hcs.errors` | HCS error codes, HcsError/SystemError/ProcessError, the is_* predicates |
+| `hcsshim.hcs.resourcepaths` | the ModifySettingRequest resource paths, built and parsed |
+| `hcsshim.hcs.win32` | ctypes bindings of computecore.dll and vmcompute.dll (Windows; tested against a fake) |
+| `hcsshim.hcs.backend` | the contract between the System and Process objects and a backend (HCS, or QEMU on Linux) |
+"""

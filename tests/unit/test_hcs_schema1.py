@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hcsshim import gojson
 from hcsshim.gojson import DecodeError, Struct
@@ -144,3 +146,22 @@ def test_a_wrong_type_names_the_field_path(cls: type[Struct], body: dict[str, An
 def test_keys_are_matched_case_insensitively_as_go_does() -> None:
     query = schema1.ComputeSystemQuery.from_json({"ids": ["a"], "OWNERS": ["o"]})
     assert (query.ids, query.owners) == (["a"], ["o"])
+
+
+_texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=8)
+_u64 = st.integers(0, (1 << 64) - 1)
+
+
+@given(st.lists(_u64, min_size=2, max_size=2), st.dictionaries(st.integers(-(1 << 63), (1 << 63) - 1),
+                                                               st.builds(MappedVirtualDisk, host_path=_texts),
+                                                               max_size=4),
+       st.uuids().map(str), st.one_of(st.none(), st.lists(st.builds(Layer, id=_texts, path=_texts), max_size=2)))
+def test_the_added_kinds_read_back_what_they_write(console: list[int], disks: dict[int, MappedVirtualDisk],
+                                                   guid: str, layers: list[Layer] | None) -> None:
+    docs: list[Struct] = [ProcessConfig(console_size=console),
+                          MappedVirtualDiskController(mapped_virtual_disks=disks),
+                          ContainerProperties(runtime_id=guid), ContainerConfig(layers=layers)]
+    for doc in docs:
+        text = gojson.dumps(doc)
+        assert gojson.loads(text, type(doc)) == doc
+        assert gojson.dumps(gojson.loads(text, type(doc))) == text

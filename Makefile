@@ -4,7 +4,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 # Debian packages the project runs on (real components) and builds with.
-DEB_PACKAGES := containerd runc busybox-static e2fsprogs cryptsetup-bin qemu-system-x86 cpio python3-venv python3-dev iproute2 util-linux procps
+DEB_PACKAGES := containerd runc busybox-static e2fsprogs cryptsetup-bin qemu-system-x86 cpio python3-venv python3-dev iproute2 util-linux procps gcc libc6-dev
 PROTO_SRC := $(shell find src/hcsshim/api -name '*.proto' 2>/dev/null)
 
 .PHONY: all setup deb venv bootfiles test unit integration demo bench proto lint clean

@@ -21,13 +21,22 @@ and __repr__ (non-zero fields only). The kinds:
 | F32, F64 | float32, float64 | float 0.0 (an int is accepted) |
 | BYTES | []byte (base64 on the wire) | bytes b"" |
 | TIME | time.Time (RFC 3339) | str "0001-01-01T00:00:00Z"; never omitted (a struct) |
+| GUID | go-winio's guid.GUID (its text) | str, written lowercase, NIL_GUID; never omitted (a struct) |
 | ANY | interface{}, json.RawMessage | the decoded JSON as is, None |
 | OBJECT | a struct of another project (OCI's), as a JSON object | dict, {} |
 | a Struct class | *Struct (a pointer) | an instance, None |
 | value(S) | Struct (not a pointer) | an instance, S(); never omitted (a struct) |
 | opt(k) | *k, a pointer to a scalar | None (omitted) or a value, even a zero one |
 | list_of(k) | []k | list, [] |
-| map_of(k) | map[string]k (keys sorted when written) | dict, {} |
+| list_of(k, nil=True) | []k whose nil (null) and empty ([]) differ | None (Go's nil, null) or a list |
+| array_of(k, n) | [n]k | a list of n values, n zeros; never omitted (unless n is 0) |
+| map_of(k), map_of(k, key=I64) | map[string]k, map[int]k (any integer key kind) | dict, {}; nil=True as list_of's |
+| ref(name, get) | the kind `get()` returns, when first used | as that kind: a type that contains itself |
+
+An array is read as Go reads one (missing elements zero, extra ones dropped), a GUID in either case. Map keys are
+written sorted as text, as Go sorts them (int keys as decimal text: "10" before "2"); int keys are read by
+strconv.ParseInt's (for unsigned keys ParseUint's) rules in the key kind's range. `ref` names a class not yet
+defined where the field is: ``list_of(ref("ObjectDirectory", lambda: value(ObjectDirectory)))``.
 
 Writing (`to_json`, `dumps`): fields in declaration order; an `omitempty` field (the default) at its zero value
 ("", 0, false, nil, an empty slice or map) is left out, as are None pointers; `dumps` gives Go's bytes: compact,
@@ -45,15 +54,19 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar, Self, dataclass_transform
 
 __all__ = [
-    "ANY", "BOOL", "BYTES", "F32", "F64", "I8", "I16", "I32", "I64", "OBJECT", "STR", "TIME", "U8", "U16", "U32", "U64",
-    "ZERO_TIME", "DecodeError", "Field", "Kind", "Struct", "dumps", "field", "list_of", "loads", "map_of", "opt",
-    "value",
+    "ANY", "BOOL", "BYTES", "F32", "F64", "GUID", "I8", "I16", "I32", "I64", "NIL_GUID", "OBJECT", "STR", "TIME", "U8",
+    "U16", "U32", "U64", "ZERO_TIME", "DecodeError", "Field", "Kind", "Struct", "array_of", "dumps", "field",
+    "list_of", "loads", "map_of", "opt", "ref", "value",
 ]
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
+NIL_GUID = "00000000-0000-0000-0000-000000000000"
+_GUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_DECIMAL = re.compile(r"([+-]?)0*([0-9]{1,20})\Z")  # strconv.ParseInt's base 10 (more digits: out of range)
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)\Z")
 
 
@@ -180,6 +193,26 @@ class _Time(Kind):
         return v
 
 
+class _Guid(Kind):
+    """go-winio's guid.GUID: a struct marshalled as its text (as FromString reads it), so never omitted."""
+
+    __slots__ = ()
+    always = True
+
+    def zero(self) -> str:
+        return NIL_GUID
+
+    def decode(self, v: Any, where: str) -> str:
+        if not isinstance(v, str) or not _GUID_TEXT.match(v):
+            raise self.bad(where, v, "GUID string")
+        return v.lower()
+
+    def encode(self, v: str) -> str:
+        if not isinstance(v, str) or not _GUID_TEXT.match(v):
+            raise ValueError(f"invalid GUID {v!r}")
+        return v.lower()
+
+
 class _Any(Kind):
     __slots__ = ()
 
@@ -268,14 +301,15 @@ class _Opt(Kind):
 
 
 class _List(Kind):
-    __slots__ = ("item",)
+    __slots__ = ("item", "nil")
 
-    def __init__(self, item: Kind) -> None:
+    def __init__(self, item: Kind, nil: bool = False) -> None:
         super().__init__(f"[]{item.name}")
         self.item = item
+        self.nil = nil
 
-    def zero(self) -> list[Any]:
-        return []
+    def zero(self) -> list[Any] | None:
+        return None if self.nil else []
 
     def decode(self, v: Any, where: str) -> list[Any]:
         if not isinstance(v, list):
@@ -288,25 +322,68 @@ class _List(Kind):
         return [None if x is None else item.encode(x) for x in v]
 
 
+class _Array(_List):
+    """[n]T: n values on the wire; omitempty drops it only when n is 0 (Go's isEmptyValue: its length)."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, item: Kind, length: int) -> None:
+        super().__init__(item)
+        self.name = f"[{length}]{item.name}"
+        self.length = length
+
+    def zero(self) -> list[Any]:
+        return [self.item.zero() for _ in range(self.length)]
+
+    def empty(self, v: Any) -> bool:
+        return self.length == 0
+
+    def decode(self, v: Any, where: str) -> list[Any]:  # Go drops the extra elements and zeroes the missing ones
+        out = super().decode(v[:self.length] if isinstance(v, list) else v, where)
+        return out + self.zero()[len(out):]
+
+    def encode(self, v: list[Any]) -> list[Any]:
+        if len(v) != self.length:
+            raise ValueError(f"{self.name}: expected {self.length} elements, got {len(v)}")
+        return super().encode(v)
+
+
 class _Map(Kind):
-    __slots__ = ("item",)
+    __slots__ = ("item", "key", "nil")
 
-    def __init__(self, item: Kind) -> None:
-        super().__init__(f"map[string]{item.name}")
+    def __init__(self, item: Kind, key: Kind, nil: bool) -> None:
+        super().__init__(f"map[{key.name}]{item.name}")
         self.item = item
+        self.key = key
+        self.nil = nil
 
-    def zero(self) -> dict[str, Any]:
-        return {}
+    def zero(self) -> dict[Any, Any] | None:
+        return None if self.nil else {}
 
-    def decode(self, v: Any, where: str) -> dict[str, Any]:
+    def decode(self, v: Any, where: str) -> dict[Any, Any]:
         if not isinstance(v, dict):
             raise self.bad(where, v, f"object of {self.item.name}")
-        item = self.item
-        return {k: item.zero() if x is None else item.decode(x, f"{where}[{json.dumps(k)}]") for k, x in v.items()}
+        item, key = self.item, self.key
+        out: dict[Any, Any] = {}
+        for k, x in v.items():
+            if isinstance(key, _Int):
+                k = self._int_key(key, k, where)
+            out[k] = item.zero() if x is None else item.decode(x, f"{where}[{json.dumps(k)}]")
+        return out
 
-    def encode(self, v: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _int_key(key: _Int, text: str, where: str) -> int:
+        """strconv.ParseInt(text, 10, 64) (ParseUint: no sign) and the key kind's range, as Go's decoder reads it."""
+        m = _DECIMAL.match(text)
+        if m and not (m[1] and key.lo == 0):  # ParseUint takes no sign
+            n = -int(m[2]) if m[1] == "-" else int(m[2])
+            if key.lo <= n <= key.hi:
+                return n
+        raise DecodeError(f"{where}: expected {key.name} key, got {json.dumps(text[:40])}")
+
+    def encode(self, v: dict[Any, Any]) -> dict[str, Any]:
         item = self.item
-        return {k: None if v[k] is None else item.encode(v[k]) for k in sorted(v)}  # Go sorts map keys
+        return {str(k): None if v[k] is None else item.encode(v[k]) for k in sorted(v, key=str)}  # Go sorts the text
 
 
 STR: Kind = _Str("string")
@@ -323,6 +400,7 @@ F32: Kind = _Float("float32")
 F64: Kind = _Float("float64")
 BYTES: Kind = _Bytes("[]byte")
 TIME: Kind = _Time("time.Time")
+GUID: Kind = _Guid("guid.GUID")
 ANY: Kind = _Any("interface{}")
 OBJECT: Kind = _Object("object")
 
@@ -345,12 +423,60 @@ def opt(kind: Kind) -> Kind:
     return _Opt(_kind(kind))
 
 
-def list_of(kind: Kind | type[Struct]) -> Kind:
-    return _List(_kind(kind))
+def list_of(kind: Kind | type[Struct], *, nil: bool = False) -> Kind:
+    """[]kind; nil=True keeps Go's nil slice (None, the zero: null without omitempty) apart from an empty one."""
+    return _List(_kind(kind), nil)
 
 
-def map_of(kind: Kind | type[Struct]) -> Kind:
-    return _Map(_kind(kind))
+def array_of(kind: Kind | type[Struct], length: int) -> Kind:
+    """[length]kind: a list of exactly `length` values (ValueError when written with another length)."""
+    return _Array(_kind(kind), length)
+
+
+def map_of(kind: Kind | type[Struct], *, key: Kind = STR, nil: bool = False) -> Kind:
+    """map[key]kind, key STR or an integer kind (int keys); nil=True as for list_of."""
+    if key is not STR and not isinstance(key, _Int):
+        raise TypeError(f"map_of: a key is STR or an integer kind, not {key!r}")
+    return _Map(_kind(kind), key, nil)
+
+
+class _Ref(Kind):
+    """A kind resolved when first used (see `ref`)."""
+
+    __slots__ = ("_get", "_kind")
+
+    def __init__(self, name: str, get: Callable[[], Kind | type[Struct]]) -> None:
+        super().__init__(name)
+        self._get = get
+        self._kind: Kind | None = None
+
+    @property
+    def kind(self) -> Kind:
+        if self._kind is None:
+            self._kind = _kind(self._get())
+        return self._kind
+
+    @property  # type: ignore[override]
+    def always(self) -> bool:
+        return self.kind.always
+
+    def zero(self) -> Any:
+        return self.kind.zero()
+
+    def empty(self, v: Any) -> bool:
+        return self.kind.empty(v)
+
+    def decode(self, v: Any, where: str) -> Any:
+        return self.kind.decode(v, where)
+
+    def encode(self, v: Any) -> Any:
+        return self.kind.encode(v)
+
+
+def ref(name: str, get: Callable[[], Kind | type[Struct]]) -> Kind:
+    """The kind (or *Struct) `get()` returns, called when the kind is first used: for a type that contains itself,
+    ``ref("ObjectDirectory", lambda: value(ObjectDirectory))``; `name` is what errors call it."""
+    return _Ref(name, get)
 
 
 class Field:
@@ -488,7 +614,7 @@ def _scalar_message(e: DecodeError, where: str, key: str) -> DecodeError:
     return e
 
 
-_INDEXED = re.compile(r'((?:\[(?:\d+|"(?:[^"\\]|\\.)*")\])*): (?=expected )')
+_INDEXED = re.compile(r'((?:\[(?:-?\d+|"(?:[^"\\]|\\.)*")\])*): (?=expected )')
 
 
 # -- text -------------------------------------------------------------------------------------------------------

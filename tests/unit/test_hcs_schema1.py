@@ -1,6 +1,6 @@
 """hcsshim.hcs.schema1: the 24 schema1 types read and written as Go's encoding/json does (golden documents with
-every field set round-trip byte for byte), their zero documents, the Go shapes the module adds kinds for (a fixed
-array, a GUID, int-keyed maps, a nil slice) and errors naming the field's path."""
+every field set round-trip byte for byte), their zero documents, the Go shapes beyond plain fields (a fixed array, a
+GUID, int-keyed maps, a nil slice) and errors naming the field's path."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def test_int_keyed_maps_have_int_keys_sorted_as_go_sorts_their_text() -> None:
     (ContainerProperties, {"Statistics": {"Network": [{"BytesSent": -1}]}},
      r"ContainerProperties.Statistics.Network\[0\]: field BytesSent: expected uint64, got -1"),
     (ContainerProperties, {"MappedVirtualDiskControllers": {"x": {}}},
-     "ContainerProperties: field MappedVirtualDiskControllers: expected an int key, got 'x'"),
+     r'ContainerProperties: field MappedVirtualDiskControllers: expected int64 key, got "x"'),
     (ContainerProperties, {"MappedVirtualDiskControllers": {"0": {"MappedVirtualDisks": {"1": {"ReadOnly": 1}}}}},
      r"ContainerProperties.MappedVirtualDiskControllers\[0\].MappedVirtualDisks\[1\]: field ReadOnly: "
      "expected bool, got 1"),

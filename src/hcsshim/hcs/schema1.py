@@ -7,16 +7,17 @@ process list, mapped virtual disks, guest connection), and the v1 modify payload
 `ResourceModificationRequestResponse`. Go string enums (`PropertyType`, `RequestType`, `ResourceType`) are classes
 of str constants; their fields are STR. `TYPES` maps each upstream type name to its class.
 
-Three Go shapes hcsshim.gojson has no kind for are defined here as small kinds of its own:
+The Go shapes beyond plain fields use gojson's kinds for them:
 
-* `ProcessConfig.ConsoleSize` is a fixed array ``[2]uint``: always written (omitempty never drops an array of
-  length 2), read as Go reads an array (missing elements zero, extra ones dropped);
-* `ContainerProperties.RuntimeId` is a go-winio ``guid.GUID`` (a 16-byte array with text marshalling): always
-  written, as the lowercase GUID text, the nil GUID when unset; reading accepts either case and normalises it;
-* `ContainerConfig.Layers` is a slice without omitempty: None (Go's nil slice, the default) is written as
-  null, an empty list as [];
-* ``map[int]...`` fields (`MappedVirtualDiskControllers`, `MappedVirtualDisks`) have int keys in Python, written
-  as decimal text sorted as text (as encoding/json sorts them), read with Go's ParseInt rules.
+* `ProcessConfig.ConsoleSize` is a fixed array ``[2]uint`` (`array_of(U64, 2)`): always written, read as Go reads
+  an array (missing elements zero, extra ones dropped);
+* `ContainerProperties.RuntimeId` is a go-winio ``guid.GUID`` (`GUID`): always written, as the lowercase GUID
+  text, `NIL_GUID` when unset; reading accepts either case and normalises it;
+* `ContainerConfig.Layers` is a slice without omitempty (`list_of(..., nil=True)`): None (Go's nil slice, the
+  default) is written as null, an empty list as [];
+* the ``map[int]...`` fields (`MappedVirtualDiskControllers`, `MappedVirtualDisks`, `map_of(..., key=I64)`) have
+  int keys in Python, written as decimal text sorted as text (as encoding/json sorts them), read with Go's
+  ParseInt rules.
 
 `GuestConnectionInfo.SupportedSchemaVersions` holds schema2 `Version` documents; the two-field struct is repeated
 here (`SchemaVersion`) so this module needs nothing but hcsshim.gojson.
@@ -24,21 +25,21 @@ here (`SchemaVersion`) so this module needs nothing but hcsshim.gojson.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from hcsshim.gojson import (
     ANY,
     BOOL,
+    GUID,
     I32,
     I64,
+    NIL_GUID,
     STR,
     TIME,
     U32,
     U64,
-    DecodeError,
-    Kind,
     Struct,
+    array_of,
     field,
     list_of,
     map_of,
@@ -74,125 +75,6 @@ __all__ = [
     "Statistics",
     "StorageStats",
 ]
-
-NIL_GUID = "00000000-0000-0000-0000-000000000000"
-
-
-# -- kinds for Go shapes hcsshim.gojson does not cover --------------------------------------------------------
-
-
-class _Array(Kind):
-    """A Go fixed-size array [n]T: never omitted, always n elements on the wire."""
-
-    __slots__ = ("item", "length")
-    always = True
-
-    def __init__(self, item: Kind, length: int) -> None:
-        super().__init__(f"[{length}]{item.name}")
-        self.item = item
-        self.length = length
-
-    def zero(self) -> list[Any]:
-        return [self.item.zero() for _ in range(self.length)]
-
-    def empty(self, v: Any) -> bool:
-        return False
-
-    def decode(self, v: Any, where: str) -> list[Any]:
-        if not isinstance(v, list):
-            raise self.bad(where, v, f"array of {self.item.name}")
-        out = self.zero()
-        for i, x in enumerate(v[:self.length]):  # Go drops the extra elements and zeroes the missing ones
-            if x is not None:
-                out[i] = self.item.decode(x, f"{where}[{i}]")
-        return out
-
-    def encode(self, v: list[Any]) -> list[Any]:
-        if len(v) != self.length:
-            raise ValueError(f"{self.name}: expected {self.length} elements, got {len(v)}")
-        return [self.item.encode(x) for x in v]
-
-
-_GUID_TEXT = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
-
-
-class _Guid(Kind):
-    """go-winio's guid.GUID: a 16-byte array marshalled as its lowercase text, so never omitted."""
-
-    __slots__ = ()
-    always = True
-
-    def zero(self) -> str:
-        return NIL_GUID
-
-    def empty(self, v: Any) -> bool:
-        return False
-
-    def decode(self, v: Any, where: str) -> str:
-        if not isinstance(v, str) or not _GUID_TEXT.match(v):
-            raise self.bad(where, v, "GUID string")
-        return v.lower()
-
-    def encode(self, v: str) -> str:
-        if not _GUID_TEXT.match(v):
-            raise ValueError(f"invalid GUID {v!r}")
-        return v.lower()
-
-
-class _NilList(Kind):
-    """A []T field where Go's nil slice (None, written null) and an empty one ([], written []) differ."""
-
-    __slots__ = ("list",)
-
-    def __init__(self, item: Kind | type[Struct]) -> None:
-        self.list = list_of(item)
-        super().__init__(self.list.name)
-
-    def zero(self) -> None:
-        return None
-
-    def empty(self, v: Any) -> bool:
-        return not v
-
-    def decode(self, v: Any, where: str) -> list[Any]:
-        return self.list.decode(v, where)
-
-    def encode(self, v: list[Any]) -> list[Any]:
-        return self.list.encode(v)
-
-
-_INT_KEY = re.compile(r"[+-]?[0-9]+\Z")
-
-
-class _IntMap(Kind):
-    """map[int]T: int keys in Python; on the wire decimal text, sorted as text (as encoding/json sorts keys)."""
-
-    __slots__ = ("item",)
-
-    def __init__(self, item: Kind) -> None:
-        super().__init__(f"map[int]{item.name}")
-        self.item = item
-
-    def zero(self) -> dict[int, Any]:
-        return {}
-
-    def decode(self, v: Any, where: str) -> dict[int, Any]:
-        if not isinstance(v, dict):
-            raise self.bad(where, v, f"object of {self.item.name}")
-        item = self.item
-        out: dict[int, Any] = {}
-        for k, x in v.items():
-            n = int(k) if _INT_KEY.match(k) else None
-            if n is None or not -(1 << 63) <= n < 1 << 63:
-                raise DecodeError(f"{where}: expected an int key, got {k!r:.40}")
-            out[n] = item.zero() if x is None else item.decode(x, f"{where}[{n}]")
-        return out
-
-    def encode(self, v: dict[int, Any]) -> dict[str, Any]:
-        item = self.item
-        texts = sorted((str(int(k)), k) for k in v)
-        return {text: None if v[k] is None else item.encode(v[k]) for text, k in texts}
-
 
 # -- enums ----------------------------------------------------------------------------------------------------
 
@@ -236,7 +118,7 @@ class ProcessConfig(Struct):
     create_std_in_pipe: bool = field("CreateStdInPipe", BOOL)
     create_std_out_pipe: bool = field("CreateStdOutPipe", BOOL)
     create_std_err_pipe: bool = field("CreateStdErrPipe", BOOL)
-    console_size: list[int] = field("ConsoleSize", _Array(U64, 2))  # [height, width]
+    console_size: list[int] = field("ConsoleSize", array_of(U64, 2))  # [height, width]
     create_in_utility_vm: bool = field("CreateInUtilityVm", BOOL)
     oci_specification: Any = field("OCISpecification", ANY)  # raw JSON
 
@@ -305,7 +187,7 @@ class ContainerConfig(Struct):
     volume_path: str = field("VolumePath", STR)
     ignore_flushes_during_boot: bool = field("IgnoreFlushesDuringBoot", BOOL)
     layer_folder_path: str = field("LayerFolderPath", STR)
-    layers: list[Layer] | None = field("Layers", _NilList(value(Layer)), omitempty=False)
+    layers: list[Layer] | None = field("Layers", list_of(value(Layer), nil=True), omitempty=False)
     credentials: str = field("Credentials", STR)
     processor_count: int = field("ProcessorCount", U32)
     processor_weight: int = field("ProcessorWeight", U64)
@@ -415,7 +297,7 @@ class MappedVirtualDiskController(Struct):
     """One SCSI controller of a MappedVirtualDisk property query: its disks by LUN."""
 
     mapped_virtual_disks: dict[int, MappedVirtualDisk] = field(
-        "MappedVirtualDisks", _IntMap(value(MappedVirtualDisk)))
+        "MappedVirtualDisks", map_of(value(MappedVirtualDisk), key=I64))
 
 
 class GuestDefinedCapabilities(Struct):
@@ -459,7 +341,7 @@ class ContainerProperties(Struct):
     runtime_os_type: str = field("RuntimeOsType", STR)
     owner: str = field("Owner", STR, omitempty=False)
     silo_guid: str = field("SiloGuid", STR)
-    runtime_id: str = field("RuntimeId", _Guid("guid.GUID"))
+    runtime_id: str = field("RuntimeId", GUID)
     is_runtime_template: bool = field("IsRuntimeTemplate", BOOL)
     runtime_image_path: str = field("RuntimeImagePath", STR)
     stopped: bool = field("Stopped", BOOL)
@@ -469,7 +351,7 @@ class ContainerProperties(Struct):
     statistics: Statistics = field("Statistics", value(Statistics))
     process_list: list[ProcessListItem] = field("ProcessList", list_of(value(ProcessListItem)))
     mapped_virtual_disk_controllers: dict[int, MappedVirtualDiskController] = field(
-        "MappedVirtualDiskControllers", _IntMap(value(MappedVirtualDiskController)))
+        "MappedVirtualDiskControllers", map_of(value(MappedVirtualDiskController), key=I64))
     guest_connection_info: GuestConnectionInfo = field("GuestConnectionInfo", value(GuestConnectionInfo))
 
 

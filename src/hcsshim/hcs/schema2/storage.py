@@ -2,14 +2,12 @@
 layers, mapped directories and pipes, CimFS mounts, assigned devices and the device-extension namespace (whose
 JSON keys are snake_case upstream), Networking, Hyper-V socket security and RegistryChanges.
 
-ObjectDirectory contains ObjectDirectory values; gojson's kinds name a class that already exists, so the field
-uses `_Nested`, a kind resolving the class when it is first used."""
+ObjectDirectory contains ObjectDirectory values: its field names the class with gojson's `ref`, resolved when the
+kind is first used."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from hcsshim.gojson import BOOL, I32, STR, U32, Kind, Struct, field, list_of, map_of, value
+from hcsshim.gojson import BOOL, I32, STR, U32, Struct, field, list_of, map_of, ref, value
 
 __all__ = [
     "CimMount",
@@ -79,37 +77,6 @@ class RegistryValueType:
     DWORD = "DWord"
     QWORD = "QWord"
     CUSTOM_TYPE = "CustomType"
-
-
-class _Nested(Kind):
-    """value(cls) for a class not yet defined where the field is declared (a type that contains itself)."""
-
-    __slots__ = ("_get", "_kind")
-
-    def __init__(self, name: str, get: Callable[[], type[Struct]]) -> None:
-        super().__init__(name)
-        self._get = get
-        self._kind: Kind | None = None
-
-    def _value(self) -> Kind:
-        if self._kind is None:
-            self._kind = value(self._get())
-        return self._kind
-
-    def zero(self) -> Struct:
-        return self._value().zero()
-
-    def empty(self, v: Struct) -> bool:
-        return self._value().empty(v)
-
-    def decode(self, v: object, where: str) -> Struct:
-        return self._value().decode(v, where)
-
-    def encode(self, v: Struct) -> object:
-        return self._value().encode(v)
-
-
-_OBJECT_DIRECTORY = _Nested("ObjectDirectory", lambda: ObjectDirectory)
 
 
 class Layer(Struct):
@@ -220,7 +187,7 @@ class ObjectDirectory(Struct):
     clonesd: str = field("clonesd", STR)
     shadow: str = field("shadow", STR)
     symlink: list[ObjectSymlink] = field("symlink", list_of(value(ObjectSymlink)))
-    objdir: list[ObjectDirectory] = field("objdir", list_of(_OBJECT_DIRECTORY))
+    objdir: list[ObjectDirectory] = field("objdir", list_of(ref("ObjectDirectory", lambda: value(ObjectDirectory))))
 
 
 class ObjectNamespace(Struct):

@@ -12,16 +12,37 @@ operation and the system's id, tolerated errors, cached properties, waiting), so
 Notifications are HCS's events (`Event`): a system's SystemExited (data: `{"Status": <HRESULT>, "ExitType":
 "UnexpectedExit"|...}`), a process's ProcessExited (data: a ProcessStatus document), ServiceDisconnect, ... A
 backend delivers them to the sink set on the handle, in order, from the event loop's thread; it delivers
-SystemExited or ProcessExited once, and never after `close`.
+SystemExited or ProcessExited once, and never after `close`. Events that arrive before a sink is set are kept and
+delivered, in order, when it is set (the object layer sets it right after create/open).
+
+What else the object layer relies on:
+
+* **Failures.** A backend raises an HResultError; `CallError` is the one to raise when the failure comes with an
+  HCS result document: it carries the document's ErrorEvents, which the object layer attaches to its
+  SystemError/ProcessError (`events_of`). Codes compare folded (hcsshim.hcs.errors), so 0x80070490 and 0x490 are
+  the same ERROR_NOT_FOUND.
+* **Create leaves nothing behind.** When `create_system` fails after the system came to exist, the backend
+  terminates it and closes its handle before raising (upstream's defer in CreateComputeSystem).
+* **Shutdown and terminate are requests.** They may return once the request is accepted (upstream submits them
+  without waiting); the system's exit is reported by SystemExited.
+* **Close waits for calls in flight.** `close` returns after every call still running on the handle has returned
+  (a call whose caller was cancelled included) and only then releases the handle, so a handle is never freed
+  under a running call. The object layer makes no call on a handle after `close`.
+* **Stdio.** `ProcessInfo`'s descriptors belong to the caller from the moment they are returned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["Backend", "Event", "EventSink", "ProcessHandle", "ProcessInfo", "SystemHandle"]
+from hcsshim import gojson
+from hcsshim.hcs.errors import Errno, ErrorEvent, unwrap
+
+__all__ = ["Backend", "CallError", "Event", "EventSink", "ProcessHandle", "ProcessInfo", "SystemHandle",
+           "document_text", "events_of", "raising"]
 
 # HCS_EVENT_TYPE (computecore): the values a backend's events carry
 EVENT_SYSTEM_EXITED = 0x00000001
@@ -44,6 +65,62 @@ class Event:
 
 
 EventSink = Callable[[Event], None]
+
+
+class CallError(Errno):
+    """An HCS call failed with an HRESULT and, maybe, a result document: `code`/`hresult` as in Errno, the message
+    (the result's ErrorMessage, else the code's text), `function` (the C function or backend operation that
+    failed, for logs), `result` (the ResultError document as returned, "" if none) and its `events`."""
+
+    def __init__(self, code: int, message: str = "", *, function: str = "", result: str = "",
+                 events: Sequence[ErrorEvent] = ()) -> None:
+        super().__init__(code, message)
+        self.function = function
+        self.result = result
+        self.events = list(events)
+
+    def __repr__(self) -> str:
+        return f"CallError({self.code:#x}, function={self.function!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_call_error, (self.code, self.message, self.function, self.result, self.events))
+
+
+def _rebuild_call_error(code: int, message: str, function: str, result: str,
+                        events: list[ErrorEvent]) -> CallError:
+    return CallError(code, message, function=function, result=result, events=events)
+
+
+def events_of(err: BaseException) -> list[ErrorEvent]:
+    """The ErrorEvents a failure carries: the first non-empty `events` list of ErrorEvents (a CallError's, an
+    HcsError's) in its chain; [] when there is none."""
+    for e in unwrap(err):
+        events = getattr(e, "events", None)
+        if isinstance(events, list) and events and all(isinstance(ev, ErrorEvent) for ev in events):
+            return events
+    return []
+
+
+@contextmanager
+def raising(wrap: Callable[[Exception], BaseException]) -> Iterator[None]:
+    """Raise `wrap(err)`, chained from err, for an Exception the block raises (err itself, unchained, when `wrap`
+    returns it: make_system_error does not double-wrap). How the object layer turns a backend's failure into its
+    own error at the boundary."""
+    try:
+        yield
+    except Exception as err:
+        wrapped = wrap(err)
+        if wrapped is err:
+            raise
+        raise wrapped from err
+
+
+def document_text(document: gojson.Struct | Mapping[str, Any] | str) -> str:
+    """The JSON text handed to a backend for a document argument: a typed document as Go writes it, a mapping as
+    JSON (its order kept), text as is."""
+    if isinstance(document, str):
+        return document
+    return gojson.dumps(document)
 
 
 @dataclass

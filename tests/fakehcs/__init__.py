@@ -115,6 +115,7 @@ class FakeDll:
         self.dll = ctypes.CDLL(str(path))
         d = self.dll
         d.fake_set_result.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
+        d.fake_queue_result.argtypes = [ctypes.c_char_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
         d.fake_set_process_info.argtypes = [ctypes.c_uint32, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_size_t]
         d.fake_last_call.restype = ctypes.c_char_p
         d.fake_calls.restype = ctypes.c_char_p
@@ -135,6 +136,14 @@ class FakeDll:
         hr = hresult - (1 << 32) if hresult & 0x80000000 else hresult
         res, out = utf16(result), utf16(output)
         self.dll.fake_set_result(function.encode(), hr, res, out)
+
+    def queue_result(self, function: str, hresult: int = 0, result: str | None = None,
+                     output: str | None = None) -> None:
+        """Make only the next call of `function` answer so (queued answers go first, in order), then the standing
+        one (set_result) again."""
+        hr = hresult - (1 << 32) if hresult & 0x80000000 else hresult
+        res, out = utf16(result), utf16(output)
+        self.dll.fake_queue_result(function.encode(), hr, res, out)
 
     def set_process_info(self, pid: int, std_input: int, std_output: int, std_error: int) -> None:
         self.dll.fake_set_process_info(pid, std_input, std_output, std_error)

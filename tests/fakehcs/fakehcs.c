@@ -13,7 +13,7 @@
  * Each DLL fake records every call as a UTF-8 JSON object {"function": name, "args": {...}, "out": {...}}:
  * handles and integers as numbers, strings as JSON strings whose escapes are the exact UTF-16 units received,
  * NULL as null. It answers with canned results (fake_set_result: the HRESULT, the result document, the data
- * document) and hands out handles (kind << 40 | n) that do not fit in 32 bits. Registered callbacks are invoked
+ * document; fake_queue_result: the same for the next call only) and hands out handles (kind << 40 | n) that do not fit in 32 bits. Registered callbacks are invoked
  * on demand (fake_fire_event, fake_fire_notification, fake_complete_operation), on the caller's thread or on a
  * new thread that is joined before returning.
  */
@@ -148,6 +148,10 @@ typedef struct { char name[64]; HRESULT hr; uint16_t *result, *output; } canned_
 static canned_t canned[MAX_CANNED];
 static int ncanned;
 static const canned_t none;
+/* One-shot answers (fake_queue_result), used in order before the standing one of the same function. */
+#define MAX_QUEUED 64
+static canned_t queued[MAX_QUEUED];
+static int nqueued;
 static uint32_t info_pid;
 static uintptr_t info_stdio[3];
 
@@ -171,11 +175,37 @@ static const canned_t *find(const char *name) {
 static HRESULT answer(const char *name, uint16_t **result, uint16_t **output) {
     pthread_mutex_lock(&lock);
     const canned_t *c = find(name);
+    canned_t once = {0};
+    for (int i = 0; i < nqueued; i++) {
+        if (!strcmp(queued[i].name, name)) {
+            once = queued[i];
+            memmove(&queued[i], &queued[i + 1], sizeof(canned_t) * (nqueued - i - 1));
+            nqueued--;
+            c = &once;
+            break;
+        }
+    }
     HRESULT hr = c->hr;
     if (result) *result = wdup(c->result, com_alloc);
     if (output) *output = wdup(c->output, com_alloc);
+    free(once.result);
+    free(once.output);
     pthread_mutex_unlock(&lock);
     return hr;
+}
+
+/* The next call of `name` answers this (then the standing answer again); queued answers are used in order. */
+EXPORT void fake_queue_result(const char *name, HRESULT hr, const uint16_t *result, const uint16_t *output) {
+    pthread_mutex_lock(&lock);
+    if (nqueued < MAX_QUEUED) {
+        canned_t *c = &queued[nqueued++];
+        memset(c, 0, sizeof *c);
+        snprintf(c->name, sizeof c->name, "%s", name);
+        c->hr = hr;
+        c->result = wdup(result, heap_alloc);
+        c->output = wdup(output, heap_alloc);
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 EXPORT void fake_set_result(const char *name, HRESULT hr, const uint16_t *result, const uint16_t *output) {
@@ -286,6 +316,8 @@ EXPORT void fake_reset(void) {
     for (int i = 0; i < ncanned; i++) { free(canned[i].result); free(canned[i].output); }
     memset(canned, 0, sizeof canned);
     ncanned = 0;
+    for (int i = 0; i < nqueued; i++) { free(queued[i].result); free(queued[i].output); }
+    nqueued = 0;
     nregs = 0;
     info_pid = 0; memset(info_stdio, 0, sizeof info_stdio);
     pthread_mutex_unlock(&lock);

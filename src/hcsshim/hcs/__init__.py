@@ -10,4 +10,10 @@ The map of the package (being built; see each module's docstring):
 | `hcsshim.hcs.resourcepaths` | the ModifySettingRequest resource paths, built and parsed |
 | `hcsshim.hcs.win32` | ctypes bindings of computecore.dll and vmcompute.dll (Windows; tested against a fake) |
 | `hcsshim.hcs.backend` | the contract between the System and Process objects and a backend (HCS, or QEMU on Linux) |
+| `hcsshim.hcs.system` | System: create/open a compute system, its lifecycle, properties, modify, processes, exit |
+| `hcsshim.hcs.process` | Process: signal, kill, console, stdio, wait and exit code |
+| `hcsshim.hcs.notify` | a system's or process's HCS events as async streams |
+| `hcsshim.hcs.service` | the backend choice, enumeration, the HCS service's properties and settings |
+| `hcsshim.hcs.blocking` | blocking wrappers of the above, on a private event loop thread |
+| `hcsshim.hcs.windows` | the Windows backend: the contract over computecore.dll (hcsshim.hcs.win32) |
 """

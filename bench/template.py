@@ -34,14 +34,14 @@ from pathlib import Path
 
 import uvm as uvm_bench  # bench/uvm.py (this script's directory is on sys.path): the floor
 
+from hcsshim.hcs.linux import accel as accel_mod
+from hcsshim.hcs.schema2 import SaveOptions
 from hcsshim.runc.reaper import PidfdWaiter
 from hcsshim.testing.bootfiles import default_bootfiles
 from hcsshim.testing.containerd import Containerd
 from hcsshim.testing.images import DEFAULT_REF, build_busybox_image
 from hcsshim.uvm import UtilityVM, UVMOptions
-from hcsshim.uvm import accel as accel_mod
-from hcsshim.uvm.qemu import MODULES_READY
-from hcsshim.uvm.template import TemplateStore, restore_state, save_state
+from hcsshim.uvm.template import TemplateStore
 
 RUNTIME = "io.containerd.runhcs.v1"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -75,10 +75,9 @@ async def stream_template(boot: Path, args: argparse.Namespace, path: Path) -> N
     vm = await UtilityVM.create(opts(boot, "stream-tpl", args, template=False))
     try:
         await vm.start()
-        p = await vm.gcs.exec_in_uvm(["sh", "-c", f"while [ ! -e {MODULES_READY} ]; do sleep 0.02; done"],
-                                     stdout=False, stderr=False)
-        await p.wait()
-        await save_state(vm.qmp_client("save"), str(path), ignore_shared=False)
+        await vm.wait_modules_ready()
+        assert vm.system is not None
+        await vm.system.save(SaveOptions(save_type="ToFile", save_state_file_path=str(path)))
     finally:
         await vm.close()
 
@@ -87,12 +86,7 @@ async def stream_restore(boot: Path, args: argparse.Namespace, path: Path, i: in
     vm = await UtilityVM.create(opts(boot, f"stream-{i}", args, template=False))
     try:
         t = time.perf_counter()
-        vm.incoming = True
-        await vm.start_qemu()
-        qmp = vm.qmp_client("restore")
-        await restore_state(qmp, str(path), ignore_shared=False)
-        await qmp.execute("cont")
-        await vm.connect_gcs(timeout=30)
+        await vm.start_restored(str(path), gcs_timeout=30)
         return time.perf_counter() - t
     finally:
         await vm.close()
@@ -110,8 +104,8 @@ async def idle_clones(boot: Path, args: argparse.Namespace, store: TemplateStore
         await asyncio.sleep(3.0)
         pss = []
         for vm in vms:
-            assert vm.qemu is not None
-            with open(f"/proc/{vm.qemu.pid}/smaps_rollup") as f:
+            assert vm.qemu_pid is not None
+            with open(f"/proc/{vm.qemu_pid}/smaps_rollup") as f:
                 pss.append(next(int(line.split()[1]) for line in f if line.startswith("Pss:")))
         return statistics.median(pss)
     finally:

@@ -34,12 +34,12 @@ from pathlib import Path
 
 from hcsshim.boot.bootfiles import build
 from hcsshim.bridge.resources import CombinedLayers
+from hcsshim.hcs.linux import accel as accel_mod
 from hcsshim.runc.reaper import PidfdWaiter
 from hcsshim.testing.images import busybox_layer_tar
 from hcsshim.testing.rootfs import oci_spec
 from hcsshim.uvm import UtilityVM, UVMOptions
-from hcsshim.uvm import accel as accel_mod
-from hcsshim.uvm.qemu import find_boot_files, kernel_cmdline
+from hcsshim.uvm.options import find_boot_files, kernel_cmdline
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MARKER = b"HCSSHIM-FLOOR-INIT"
@@ -125,7 +125,7 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
         t = time.perf_counter()
         await vm.start()
         gcs = time.perf_counter() - t
-        assert vm.gcs is not None and vm.qemu is not None
+        assert vm.gcs is not None and vm.qemu_pid is not None
         layer_mount = await vm.scsi.add(str(layer), read_only=True)
         await vm.scsi.add(str(scratch), read_only=False, guest_path="/run/gcs/c/b1")
         root = "/run/gcs/c/b1/rootfs"
@@ -138,7 +138,7 @@ async def ours_run(boot: Path, layer: Path, work: Path, args: argparse.Namespace
         echo = time.perf_counter() - t
         if not first.startswith(b"hello"):
             raise RuntimeError(f"unexpected first output {first!r}")
-        with open(f"/proc/{vm.qemu.pid}/status") as f:
+        with open(f"/proc/{vm.qemu_pid}/status") as f:
             rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
         await init.communicate()
         return gcs, echo, rss

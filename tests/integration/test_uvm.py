@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hcsshim.bridge.resources import CombinedLayers
+from hcsshim.hcs import errors as hcs_errors
 from hcsshim.uvm import State, UtilityVM, UVMError, UVMOptions
 
 RUN_ROOT = "/run/hcsshim/uvm-test"
@@ -213,7 +214,7 @@ def test_a_paused_vm_resumes_and_reports_its_cpu_time_and_memory(boot_files: Pat
             with pytest.raises(UVMError, match="pause: the VM is created"):
                 await vm.pause()
             await vm.start()
-            before = vm.stats()
+            before = await vm.stats()
             assert before.total_runtime_ns > 0 and before.working_set_bytes > 64 << 20
             assert before.pss_bytes is None or 0 < before.pss_bytes <= before.working_set_bytes
             assert before.total_runtime_100ns == before.total_runtime_ns // 100
@@ -221,16 +222,16 @@ def test_a_paused_vm_resumes_and_reports_its_cpu_time_and_memory(boot_files: Pat
             assert vm.state is State.PAUSED
             with pytest.raises(UVMError, match=r"add scsi .*: the VM is paused"):
                 await vm.scsi.add("/dev/null")
-            paused = vm.stats()
+            paused = await vm.stats()
             await asyncio.sleep(0.5)
-            assert vm.stats().total_runtime_ns - paused.total_runtime_ns < 300_000_000  # halted vCPUs: ~no CPU
+            assert (await vm.stats()).total_runtime_ns - paused.total_runtime_ns < 300_000_000  # halted vCPUs: ~no CPU
             await vm.resume()
             assert vm.state is State.RUNNING
             status, out, _ = await guest_sh(vm, "echo awake")
             assert (status, out) == (0, b"awake\n")
-            assert vm.stats().total_runtime_ns > before.total_runtime_ns
+            assert (await vm.stats()).total_runtime_ns > before.total_runtime_ns
         with pytest.raises(UVMError, match="stats: the VM is closed"):
-            vm.stats()
+            await vm.stats()
 
     run(body())
 
@@ -246,12 +247,12 @@ def test_releases_after_qemu_died_only_drop_the_bookkeeping(boot_files: Path, tm
             await vm.start()
             d = await vm.scsi.add(str(disk))
             s = await vm.shares.add(str(share), "/run/s")
-            assert vm.qemu is not None
-            os.kill(vm.qemu.pid, signal.SIGKILL)
+            assert vm.qemu_pid is not None
+            os.kill(vm.qemu_pid, signal.SIGKILL)
             await asyncio.wait_for(vm.wait(), 30)
             t = time.monotonic()
             await vm.scsi.release(d)
-            await vm.shares.release(s)  # the host bind mount is ours: removed all the same
+            await vm.shares.release(s)  # the backend removed the bind mounts when QEMU exited
             assert time.monotonic() - t < 1
             assert vm.scsi.attachments == [] and vm.shares.host_shares == [] and os.listdir(vm.path("shares")) == []
 
@@ -262,11 +263,13 @@ def test_kill_9_of_qemu_is_an_unexpected_exit_and_leaves_nothing(boot_files: Pat
     async def body() -> None:
         async with await UtilityVM.create(options(boot_files, "killed")) as vm:
             await vm.start()
-            assert vm.qemu is not None
+            assert vm.qemu_pid is not None
             proc = await vm.gcs.exec_in_uvm(["sleep", "1000"])
-            os.kill(vm.qemu.pid, signal.SIGKILL)
-            status = await asyncio.wait_for(vm.wait(), 30)
-            assert status == 137 and vm.unexpected and vm.state is State.STOPPED
+            os.kill(vm.qemu_pid, signal.SIGKILL)
+            await asyncio.wait_for(vm.wait(), 30)
+            assert vm.unexpected and vm.state is State.STOPPED
+            # the compute system's SystemExited said UnexpectedExit
+            assert hcs_errors.is_any(vm.exit_error, hcs_errors.ErrVmcomputeUnexpectedExit), vm.exit_error
             with pytest.raises((ConnectionError, OSError)):
                 await asyncio.wait_for(proc.wait(), 30)
 
@@ -325,7 +328,7 @@ async def main():
     vm = await UtilityVM.create(UVMOptions(id=vm_id, boot_files_path=boot, memory_mb=512, cpus=1, run_root=run_root))
     await vm.start()
     await vm.shares.add(share, "/run/s")
-    print("ready", vm.qemu.pid, flush=True)
+    print("ready", vm.qemu_pid, flush=True)
     await asyncio.sleep(3600)
 
 asyncio.run(main())
@@ -335,8 +338,9 @@ asyncio.run(main())
 def test_cleanup_stale_frees_what_a_sigkilled_owner_left(boot_files: Path, tmp_path: Path, no_vm_left) -> None:
     """A shim SIGKILLed with a running VM: its QEMU, the shares' bind mounts and the run dir are freed by
     cleanup_stale (as the shim's delete action does), which is then a fast no-op."""
+    from hcsshim.hcs.linux import procfs
+    from hcsshim.hcs.linux.registry import cleanup_stale
     from hcsshim.mount import mounted_under
-    from hcsshim.uvm import cleanup_stale, procfs
 
     share = tmp_path / "share"
     share.mkdir()

@@ -223,8 +223,8 @@ def test_kill_9_of_a_clones_qemu_leaves_nothing_but_the_template(boot_files: Pat
         vm = await new_vm(boot_files, "victim", store)
         async with vm:
             await vm.start()
-            assert vm.template is not None and vm.qemu is not None
-            os.kill(vm.qemu.pid, signal.SIGKILL)
+            assert vm.template is not None and vm.qemu_pid is not None
+            os.kill(vm.qemu_pid, signal.SIGKILL)
             await vm.wait()
             assert vm.unexpected
         assert store_files(store) == before

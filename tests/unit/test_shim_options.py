@@ -15,7 +15,7 @@ from hcsshim.api.runhcs.options.runhcs_pb2 import Options
 from hcsshim.shim import guestspec, options
 from hcsshim.shim.events import pack_any
 from hcsshim.ttrpc import Code, TtrpcError
-from hcsshim.uvm.qemu import ANNOTATION_BOOT_FILES, ANNOTATION_MEMORY, ANNOTATION_PROCESSORS
+from hcsshim.uvm.options import ANNOTATION_BOOT_FILES, ANNOTATION_MEMORY, ANNOTATION_PROCESSORS
 
 
 def test_no_options_mean_process_isolation() -> None:

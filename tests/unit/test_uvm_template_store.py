@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hcsshim.uvm.accel import qemu_binary
-from hcsshim.uvm.qemu import UVMOptions, find_boot_files
+from hcsshim.hcs.linux.accel import qemu_binary
+from hcsshim.uvm.options import UVMOptions, find_boot_files
 from hcsshim.uvm.template import TemplateError, TemplateKey, TemplateStore
 
 

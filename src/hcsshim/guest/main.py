@@ -6,7 +6,7 @@ bridge port (re-dialling every 100 ms after a loss) and serves it until the host
         [-modules-ready FILE] [-sync-host-state] [-cgroup-parent /pods] [-runc runc]
 
 With -share-tag the first MappedDirectory mounts the VM's virtio-9p device TAG (one device exporting every
-share, see hcsshim.uvm.qemu) at the share root.
+share, see hcsshim.uvm.options) at the share root.
 
 Exit status: 0 after a power-off request (or SIGTERM/SIGINT, or EOF on stdin with -use-inouterr), 2 for bad
 flags, 1 when the agent cannot start. On the way out every container, UVM process and mount is removed.

@@ -33,7 +33,7 @@ from hcsshim.api.containerd.runtimeoptions.v1.api_pb2 import Options as RuntimeO
 from hcsshim.api.runhcs.options.runhcs_pb2 import Options
 from hcsshim.ttrpc import errors
 from hcsshim.uvm.bootpath import INSTALL_COMMAND, default_boot_files
-from hcsshim.uvm.qemu import (
+from hcsshim.uvm.options import (
     ANNOTATION_BOOT_FILES,
     ANNOTATION_MEMORY,
     ANNOTATION_PROCESSORS,

@@ -165,8 +165,7 @@ class UvmSandbox(Sandbox):
         if self.state != "RUNNING":
             return
         self.state = "VM_GONE"
-        log.warning("uvm %s: stopped unexpectedly (QEMU status %s); %d container(s) lost", self.vm.id,
-                    self.vm.exit_status, len(self.containers))
+        log.warning("uvm %s: stopped unexpectedly; %d container(s) lost", self.vm.id, len(self.containers))
         for c in self.containers.values():
             c.vm_died()
         with contextlib.suppress(UVMError):

@@ -1,15 +1,15 @@
-"""What `delete` frees of a hypervisor-isolated task after its shim died: the task's utility VM (its QEMU, share
-mounts and run dir, when the task owned the VM: a standalone task or a pod's sandbox; also the VM that was building
-its template) and its references in the host's layer cache. Synchronous and quick, for containerd's 5 s cleanup
-timeout; idempotent, and a no-op for a process-isolated task (nothing of the kind exists)."""
+"""What `delete` frees of a hypervisor-isolated task after its shim died: the task's utility VM (its compute system:
+QEMU, share mounts and directory, when the task owned the VM: a standalone task or a pod's sandbox; also the VM
+that was building its template) and its references in the host's layer cache. Synchronous and quick, for
+containerd's 5 s cleanup timeout; idempotent, and a no-op for a process-isolated task (nothing of the kind exists)."""
 
 from __future__ import annotations
 
 import os
 
+from hcsshim.hcs.linux.registry import cleanup_stale
 from hcsshim.layers import LayerCache, LayerError
 from hcsshim.shim.paths import LAYER_HOLDER_FILE, uvm_id, uvm_run_root
-from hcsshim.uvm import cleanup_stale
 from hcsshim.uvm.vm import template_vm_id
 
 

@@ -1,6 +1,6 @@
 """What a utility VM and its device managers share: the error type, the VM's states, the VM as a manager sees
-it (`Machine`), and the two operations every manager needs: a QMP device_del that waits for QEMU to let go,
-and `guest_step`, which runs a guest or QMP step of a teardown unless the VM has stopped.
+it (`Machine`: the host half of a change is a modify request to its compute system, the guest half a request to
+its GCS), and `guest_step`, which runs a guest or host step of a teardown unless the VM has stopped.
 
 The managers (scsi, shares, nics) take the VM as a `Machine` and never import the VM module: the VM owns them,
 not the other way round.
@@ -14,10 +14,9 @@ import enum
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
-from qemu.qmp import EventListener, ExecuteError, QMPClient
-
 from hcsshim.bridge import HResultError
 from hcsshim.gcs import GuestConnection
+from hcsshim.hcs.schema2 import ModifySettingRequest
 
 T = TypeVar("T")
 
@@ -48,8 +47,9 @@ class Machine(Protocol):
     def path(self, name: str) -> str:
         """A file in the VM's run dir."""
 
-    def qmp_client(self, operation: str) -> QMPClient:
-        """The QMP connection (UVMError naming the operation when there is none)."""
+    async def modify_host(self, operation: str, request: ModifySettingRequest) -> None:
+        """Sends the host half of a change to the VM's compute system (hcsshim.hcs System.modify); UVMError
+        naming the operation when there is no system, the system's error (an HResultError) when it fails."""
 
     def guest(self, operation: str) -> GuestConnection:
         """The GCS connection (UVMError naming the operation when there is none)."""
@@ -70,7 +70,7 @@ async def guest_step(vm: Machine, step: Awaitable[T]) -> bool:
     """Runs one guest or QMP step of a teardown: True when it ran, False when the VM stopped before or during it
     (its guest and QEMU are gone, so there is nothing to undo and nothing to wait for). A failure that is not
     the VM stopping is raised: an HRESULT from the guest or an error from QMP at once, any other (a closed
-    bridge, a lost QMP socket) after STOP_GRACE seconds of looking whether the VM is going down."""
+    bridge, a lost monitor) after STOP_GRACE seconds of looking whether the VM is going down."""
     if stopped(vm):
         if asyncio.iscoroutine(step):
             step.close()
@@ -84,7 +84,7 @@ async def guest_step(vm: Machine, step: Awaitable[T]) -> bool:
         exc = task.exception()
         if exc is None:
             return True
-        if not isinstance(exc, (HResultError, ExecuteError)):
+        if not isinstance(exc, HResultError):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(died), STOP_GRACE)
             if stopped(vm):
@@ -93,18 +93,3 @@ async def guest_step(vm: Machine, step: Awaitable[T]) -> bool:
     finally:
         task.cancel()
         died.cancel()
-
-
-async def device_del(qmp: QMPClient, device_id: str, timeout: float = 30.0) -> None:
-    """QMP device_del, then wait for DEVICE_DELETED: QEMU has let go of the device (a PCIe unplug waits for
-    the guest: seconds under TCG)."""
-    listener = EventListener(("DEVICE_DELETED",))
-    with qmp.listen(listener):
-        await qmp.execute("device_del", {"id": device_id})
-
-        async def deleted() -> None:
-            async for event in listener:
-                if event.get("data", {}).get("device") == device_id:
-                    return
-
-        await asyncio.wait_for(deleted(), timeout)

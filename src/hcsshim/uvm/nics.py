@@ -1,17 +1,19 @@
-"""The utility VM's network adapters: virtio-net NICs hot-plugged on host tap devices over QMP.
+"""The utility VM's network adapters: virtio-net NICs on host tap devices, added to its compute system.
 
 `NicManager` (``vm.nics``) owns them, the host half of upstream's addNIC (an HNS endpoint's synthetic NIC):
-`add(tap, mac=None)` plugs a virtio-net-pci device on one of the pcie-root-ports made at boot
-(hcsshim.uvm.qemu.ROOT_PORTS), with a netdev on the tap the caller made (e.g. hcsshim.hcn); the guest finds
-the adapter by its MAC (default: a locally administered address derived from the VM id and the slot). The
-guest half (a `NetworkAdapter` resource naming that MAC in a namespace) is the caller's, through the GCS,
-once it knows the namespace. A tap is added once: a second add of it is an error.
+`add(tap, mac=None)` sends the compute system a modify request adding a NetworkAdapter at
+``VirtualMachine/Devices/NetworkAdapters/<tap>`` whose EndpointId is the tap device the caller made (e.g.
+hcsshim.hcn; on the Linux backend the endpoint is the tap), with its MAC (default: a locally administered address
+derived from the VM id and the tap). The guest half (a `NetworkAdapter` resource naming that MAC in a namespace)
+is the caller's, through the GCS, once it knows the namespace. A tap is added once: a second add of it is an
+error.
 
 Nic states::
 
-    ADDING --netdev_add + device_add--> ADDED --release: device_del (waits for the guest), netdev_del--> REMOVED
-       |                                  |
-       +-- fails: REMOVED (forgotten)     +-- fails: INVALID (its slot is not reused)
+    ADDING --modify Add--> ADDED --release: modify Remove (waits for the guest to let go)--> REMOVED
+       |                     |
+       +-- fails: REMOVED    +-- fails: INVALID
+           (forgotten)
 
 Once the VM has stopped a release only drops the bookkeeping. Errors are UVMError naming the VM, the
 operation and the tap.
@@ -23,10 +25,10 @@ import enum
 import hashlib
 import os
 
-from hcsshim.uvm.common import Machine, State, UVMError, check_state, device_del, guest_step, stopped
-from hcsshim.uvm.qemu import ROOT_PORTS
+from hcsshim.hcs.resourcepaths import network_adapter
+from hcsshim.hcs.schema2 import ModifySettingRequest, NetworkAdapter
+from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, stopped
 
-UNPLUG_TIMEOUT = 60.0  # seconds for a PCIe hot-unplug (the guest must let go: seconds under TCG)
 _RELEASE = (State.RUNNING, State.STOPPED, State.CLOSED, State.INVALID)
 
 
@@ -40,24 +42,20 @@ class NicState(enum.Enum):
 class Nic:
     """A virtio-net adapter on a host tap device (see the module docstring)."""
 
-    __slots__ = ("mac", "slot", "state", "tap")
+    __slots__ = ("mac", "state", "tap")
 
-    def __init__(self, tap: str, mac: str, slot: int) -> None:
-        self.tap = tap  # the host's tap device
+    def __init__(self, tap: str, mac: str) -> None:
+        self.tap = tap  # the host's tap device, and the adapter's id in the compute system
         self.mac = mac
-        self.slot = slot  # the pcie-root-port it is plugged into
         self.state = NicState.ADDING
 
-    @property
-    def device(self) -> str:
-        return f"nic{self.slot}"
-
-    @property
-    def netdev(self) -> str:
-        return f"net{self.slot}"
+    def request(self, request_type: str) -> ModifySettingRequest:
+        settings = NetworkAdapter(endpoint_id=self.tap, mac_address=self.mac) if request_type == "Add" else None
+        return ModifySettingRequest(resource_path=network_adapter(self.tap), request_type=request_type,
+                                    settings=settings and settings.to_json())
 
     def __repr__(self) -> str:
-        return f"Nic({self.tap!r}, {self.mac}, slot {self.slot}, {self.state.value})"
+        return f"Nic({self.tap!r}, {self.mac}, {self.state.value})"
 
 
 class NicManager:
@@ -72,7 +70,7 @@ class NicManager:
 
     @property
     def adapters(self) -> list[Nic]:
-        return sorted(self._nics.values(), key=lambda n: n.slot)
+        return sorted(self._nics.values(), key=lambda n: n.tap)
 
     async def add(self, tap: str, mac: str | None = None) -> Nic:
         op = f"add network adapter {tap}"
@@ -81,25 +79,13 @@ class NicManager:
             raise UVMError(f"uvm {self.vm.id}: {op}: already added ({self._nics[tap].state.value})")
         if not os.path.exists(f"/sys/class/net/{tap}"):
             raise UVMError(f"uvm {self.vm.id}: {op}: no such network device")
-        used = {n.slot for n in self._nics.values()}
-        slot = next((i for i in range(ROOT_PORTS) if i not in used), None)
-        if slot is None:
-            raise UVMError(f"uvm {self.vm.id}: {op}: all {ROOT_PORTS} slots are in use")
         if mac is None:
-            h = hashlib.sha256(f"{self.vm.id}/{slot}".encode()).digest()
+            h = hashlib.sha256(f"{self.vm.id}/{tap}".encode()).digest()
             mac = "02:" + ":".join(f"{b:02x}" for b in h[:5])
-        nic = Nic(tap, mac.lower(), slot)
+        nic = Nic(tap, mac.lower())
         self._nics[tap] = nic
         try:
-            qmp = self.vm.qmp_client(op)
-            await qmp.execute("netdev_add", {"type": "tap", "id": nic.netdev, "ifname": tap, "script": "no",
-                                             "downscript": "no"})
-            try:
-                await qmp.execute("device_add", {"driver": "virtio-net-pci", "netdev": nic.netdev, "mac": nic.mac,
-                                                 "bus": f"rp{slot}", "id": nic.device})
-            except BaseException:
-                await guest_step(self.vm, qmp.execute("netdev_del", {"id": nic.netdev}))
-                raise
+            await self.vm.modify_host(op, nic.request("Add"))
         except BaseException as exc:
             nic.state = NicState.REMOVED
             del self._nics[tap]
@@ -109,8 +95,8 @@ class NicManager:
         nic.state = NicState.ADDED
         return nic
 
-    async def release(self, nic: Nic, *, timeout: float = UNPLUG_TIMEOUT) -> None:
-        """Unplugs the adapter (PCIe hot-unplug waits for the guest to let go); after a stop, only forgets it."""
+    async def release(self, nic: Nic) -> None:
+        """Removes the adapter (a PCIe hot-unplug waits for the guest to let go); after a stop, only forgets it."""
         op = f"remove network adapter {nic.tap}"
         check_state(self.vm, op, *_RELEASE)
         if nic.state is NicState.REMOVED and nic.tap not in self._nics:
@@ -119,9 +105,7 @@ class NicManager:
             raise UVMError(f"uvm {self.vm.id}: {op}: not added ({nic.state.value})")
         try:
             if not stopped(self.vm):
-                qmp = self.vm.qmp_client(op)
-                if await guest_step(self.vm, device_del(qmp, nic.device, timeout)):
-                    await guest_step(self.vm, qmp.execute("netdev_del", {"id": nic.netdev}))
+                await guest_step(self.vm, self.vm.modify_host(op, nic.request("Remove")))
         except Exception as exc:
             nic.state = NicState.INVALID
             raise UVMError(f"uvm {self.vm.id}: {op}: {exc}") from None
@@ -129,7 +113,7 @@ class NicManager:
         del self._nics[nic.tap]
 
     def close(self) -> None:
-        """The VM is gone: its adapters went with QEMU."""
+        """The VM is gone: its adapters went with it."""
         for nic in self._nics.values():
             nic.state = NicState.REMOVED
         self._nics.clear()

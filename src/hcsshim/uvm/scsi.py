@@ -4,26 +4,25 @@
 (attach + mount) with the state machines of internal/controller/device/scsi. `add(host_path, ...)` returns a
 `ScsiMount`, the caller's handle; `release(handle)` gives it back. Two things are reference-counted apart:
 
-* an `Attachment`, the disk on a LUN of controller 0 (virtio-scsi ``scsi0``; LUNs 1..63, LUN 0 is the vhd
-  root's), shared by every user of the same (host path, read-only);
+* an `Attachment`, the disk on a LUN of controller 0 (LUNs 1..63, LUN 0 is the vhd root's), shared by every
+  user of the same (host path, read-only);
 * a `GuestMount`, one mount of an attachment in the guest, shared by every user of the same (controller,
   LUN, mount config, guest path when one is asked for). The same disk with another config is another mount of
   the same attachment, as upstream. Without a guest path the mount goes to ``/run/mounts/scsi/m<k>``, k the
   lowest index free in this VM (upstream's mount index).
 
-Ordering (upstream's uvm.modify): an Add does the host half first (QMP blockdev-add + device_add), then the
-guest half (MappedVirtualDisk Add); when the guest half fails the host half is rolled back. The last release
-goes the other way: guest unmount (MappedVirtualDisk Remove), then guest SCSIDevice Remove (the guest deletes
-the device in sysfs), then QMP device_del (waiting for DEVICE_DELETED) and blockdev-del.
+Ordering (upstream's uvm.modify): an Add does the host half first (a ModifySettingRequest Add of an Attachment
+at ``VirtualMachine/Devices/Scsi/<controller>/Attachments/<lun>`` to the VM's compute system), then the guest
+half (MappedVirtualDisk Add); when the guest half fails the host half is rolled back. The last release goes the
+other way: guest unmount (MappedVirtualDisk Remove), then guest SCSIDevice Remove (the guest deletes the device
+in sysfs), then the host's Remove of the attachment.
 
 Attachment states::
 
-    ATTACHING --blockdev-add + device_add--> ATTACHED --last release: SCSIDevice Remove--> EJECTED
-        |                                       |                                           |
-        +-- fails: DETACHED (forgotten;         +-- eject fails: INVALID                    +-- device_del +
-            its waiters get the error)                                                           blockdev-del
-                                                                                                 --> DETACHED
-                                                                    (fails: INVALID)
+    ATTACHING --modify Add--> ATTACHED --last release: SCSIDevice Remove--> EJECTED --modify Remove--> DETACHED
+        |                         |                                                |
+        +-- fails: DETACHED       +-- eject fails: INVALID                         +-- fails: INVALID
+            (forgotten; its waiters get the error)
 
 GuestMount states::
 
@@ -51,8 +50,12 @@ import enum
 import os
 
 from hcsshim.bridge.resources import MappedVirtualDisk, SCSIDevice
-from hcsshim.uvm.common import Machine, State, UVMError, check_state, device_del, guest_step, stopped
-from hcsshim.uvm.qemu import SCSI_LUNS
+from hcsshim.hcs.resourcepaths import scsi_attachment
+from hcsshim.hcs.schema2 import Attachment as HostAttachment
+from hcsshim.hcs.schema2 import ModifySettingRequest
+from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, stopped
+from hcsshim.uvm.lcow import SCSI_CONTROLLER
+from hcsshim.uvm.options import SCSI_LUNS
 
 GUEST_MOUNT_FORMAT = "/run/mounts/scsi/m{}"  # upstream's LCOW guest path of a SCSI mount
 CONTROLLER = 0  # the VM's one virtio-scsi controller
@@ -92,10 +95,12 @@ class Attachment:
         self.error = ""
         self.settled = asyncio.Event()  # the attach finished, either way
 
-    @property
-    def node(self) -> str:
-        """QEMU's block node and device id."""
-        return f"lun{self.lun}"
+    def request(self, request_type: str) -> ModifySettingRequest:
+        """The host half of attaching (Add) or detaching (Remove) it: a modify request to the compute system."""
+        settings = HostAttachment(type="VirtualDisk", path=self.host_path, read_only=self.read_only) \
+            if request_type == "Add" else None
+        return ModifySettingRequest(resource_path=scsi_attachment(SCSI_CONTROLLER, self.lun),
+                                    request_type=request_type, settings=settings and settings.to_json())
 
     def __repr__(self) -> str:
         return f"Attachment({self.host_path!r}, lun {self.lun}, {self.state.value}, refs {self.refs})"
@@ -231,15 +236,7 @@ class ScsiManager:
         self._attachments[lun] = a
         self._by_disk[(path, read_only)] = a
         try:
-            qmp = self.vm.qmp_client(op)
-            await qmp.execute("blockdev-add", {"driver": "raw", "node-name": a.node, "read-only": read_only,
-                                               "file": {"driver": "file", "filename": path, "read-only": read_only}})
-            try:
-                await qmp.execute("device_add", {"driver": "scsi-hd", "bus": "scsi0.0", "channel": 0, "scsi-id": 0,
-                                                 "lun": lun, "drive": a.node, "id": a.node, "serial": a.node})
-            except BaseException:
-                await guest_step(self.vm, qmp.execute("blockdev-del", {"node-name": a.node}))
-                raise
+            await self.vm.modify_host(op, a.request("Add"))
         except BaseException as exc:
             a.state = AttachmentState.DETACHED
             a.error = f"attach at lun {lun}: {exc}"
@@ -344,9 +341,7 @@ class ScsiManager:
         a.state = AttachmentState.EJECTED
         try:
             if not stopped(self.vm):
-                qmp = self.vm.qmp_client(op)
-                if await guest_step(self.vm, device_del(qmp, a.node)):
-                    await guest_step(self.vm, qmp.execute("blockdev-del", {"node-name": a.node}))
+                await guest_step(self.vm, self.vm.modify_host(op, a.request("Remove")))
         except Exception as exc:
             a.state = AttachmentState.INVALID
             a.error = f"detach lun {a.lun}: {exc}"

@@ -1,21 +1,22 @@
 """The utility VM's Plan9 shares: a host directory or file made visible in the guest at a path, in one call.
 
 `ShareManager` (``vm.shares``) is the one owner of the VM's shares, as upstream's AddPlan9/RemovePlan9. The
-VM has one virtio-9p device exporting ``<run dir>/shares`` (hcsshim.uvm.qemu); a share is a bind mount of the
-host path under it, named by a per-VM counter (upstream's share Name), which the guest binds at the guest
-path (MappedDirectory Add with that ShareName). A single host file works the same way: the bind mount is a
+host half of a share is a Plan9Share added to the VM's compute system (a modify request to
+``VirtualMachine/Devices/Plan9/Shares``; the Linux backend binds the host path into the directory its one
+virtio-9p device exports), named by a per-VM counter (upstream's share Name), which the guest binds at the
+guest path (MappedDirectory Add with that ShareName). A single host file works the same way: the bind mount is a
 file, and so is the guest path. `add(host_path, guest_path, read_only=...)` returns a `ShareMount`, the
 caller's handle; `release(handle)` gives it back. Reference counts, apart as for SCSI:
 
-* a `HostShare`, the bind mount, shared by every user of the same (host path, read-only);
+* a `HostShare`, the Plan9 share, shared by every user of the same (host path, read-only);
 * a `GuestShare`, one guest mount of a host share, shared by every user of the same guest path.
 
-Ordering: Add does the host half (the bind mount, read-only remounted when asked) then the guest half; a
-failed guest half rolls the host half back. The last release unmounts in the guest (MappedDirectory Remove),
-then the last user of the host share removes the bind mount.
+Ordering: Add does the host half (the share, read-only when asked) then the guest half; a failed guest half
+rolls the host half back. The last release unmounts in the guest (MappedDirectory Remove), then the last user
+of the host share removes it (a modify Remove).
 
-HostShare states: BOUND --last release: unmount, remove the mount point--> UNBOUND (fails: INVALID).
-(Binding is synchronous: a host share is BOUND from the moment it is known.)
+HostShare states: BINDING --modify Add--> BOUND --last release: modify Remove--> UNBOUND (fails: INVALID);
+a failed Add leaves it UNBOUND and forgotten (its waiters get the error).
 
 GuestShare states::
 
@@ -23,19 +24,19 @@ GuestShare states::
         |                                                           |
         +-- fails: UNMOUNTED (forgotten)                            +-- fails: INVALID (keeps its host share)
 
-Once the VM has stopped a release does no guest step; the host bind mount is removed all the same (it is
-ours, not QEMU's). `close` removes every bind mount that is left and reports what it could not.
+Once the VM has stopped a release does no guest or host step (the compute system's close removes what is left
+of its shares); `close` forgets them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import os
 
-from hcsshim import mount
 from hcsshim.bridge.resources import MappedDirectory
+from hcsshim.hcs.resourcepaths import PLAN9_SHARE_RESOURCE_PATH
+from hcsshim.hcs.schema2 import ModifySettingRequest, Plan9Share, Plan9ShareFlags
 from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, stopped
 
 PLAN9_PORT = 564  # upstream's Plan9 port (the guest binds from the share root and ignores it)
@@ -43,6 +44,7 @@ _RELEASE = (State.RUNNING, State.STOPPED, State.CLOSED, State.INVALID)
 
 
 class HostShareState(enum.Enum):
+    BINDING = "binding"
     BOUND = "bound"
     UNBOUND = "unbound"
     INVALID = "invalid"
@@ -57,17 +59,27 @@ class GuestShareState(enum.Enum):
 
 
 class HostShare:
-    """A bind mount of a host path under the VM's share root (see the module docstring)."""
+    """A host path shared with the VM as a Plan9 share (see the module docstring)."""
 
-    __slots__ = ("host_path", "name", "read_only", "refs", "state", "target")
+    __slots__ = ("error", "host_path", "name", "read_only", "refs", "settled", "state")
 
-    def __init__(self, host_path: str, read_only: bool, name: str, target: str) -> None:
+    def __init__(self, host_path: str, read_only: bool, name: str) -> None:
         self.host_path = host_path
         self.read_only = read_only
-        self.name = name  # the entry under shares/: the ShareName the guest binds from
-        self.target = target
+        self.name = name  # the share's name: the ShareName the guest binds from
         self.refs = 1
-        self.state = HostShareState.BOUND
+        self.state = HostShareState.BINDING
+        self.error = ""
+        self.settled = asyncio.Event()
+
+    def request(self, request_type: str) -> ModifySettingRequest:
+        """The host half of adding (Add) or removing (Remove) the share: a modify request to the compute system."""
+        flags = Plan9ShareFlags.READ_ONLY if self.read_only else Plan9ShareFlags.NONE
+        settings = Plan9Share(name=self.name, access_name=self.name, path=self.host_path, port=PLAN9_PORT,
+                              flags=flags) if request_type == "Add" else Plan9Share(name=self.name,
+                                                                                      access_name=self.name)
+        return ModifySettingRequest(resource_path=PLAN9_SHARE_RESOURCE_PATH, request_type=request_type,
+                                    settings=settings.to_json())
 
     def __repr__(self) -> str:
         return f"HostShare({self.host_path!r} as {self.name}, {self.state.value}, refs {self.refs})"
@@ -163,7 +175,7 @@ class ShareManager:
             if existing.state is not GuestShareState.MOUNTED:
                 raise UVMError(f"uvm {self.vm.id}: {op}: {existing.error}")
             return ShareMount(existing)
-        share = self._bind(path, read_only, op)
+        share = await self._bind(path, read_only, op)
         g = GuestShare(share, guest_path)
         self._guests[guest_path] = g
         try:
@@ -175,7 +187,7 @@ class ShareManager:
             del self._guests[guest_path]
             g.settled.set()
             try:
-                self._unbind(share, op)
+                await self._unbind(share, op)
             except UVMError as rollback:
                 raise UVMError(f"uvm {self.vm.id}: {op}: {g.error}; {rollback}") from None
             if isinstance(exc, Exception):
@@ -185,50 +197,49 @@ class ShareManager:
         g.settled.set()
         return ShareMount(g)
 
-    def _bind(self, path: str, read_only: bool, op: str) -> HostShare:
+    async def _bind(self, path: str, read_only: bool, op: str) -> HostShare:
         share = self._hosts.get((path, read_only))
         if share is not None:
             share.refs += 1
+            try:
+                await share.settled.wait()
+            except BaseException:
+                share.refs -= 1
+                raise
+            if share.state is not HostShareState.BOUND:
+                raise UVMError(f"uvm {self.vm.id}: {op}: {share.error}")
             return share
         if not os.path.exists(path):
             raise UVMError(f"uvm {self.vm.id}: {op}: no such file or directory")
         self._counter += 1
-        name = str(self._counter)
-        target = self.vm.path(os.path.join("shares", name))
-        try:
-            if os.path.isdir(path):
-                os.mkdir(target, 0o700)
-            else:
-                with open(target, "x"):
-                    pass
-            mount.mount("", path, ["bind"], target)
-            if read_only:
-                mount.mount("", path, ["bind", "remount", "ro"], target)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                mount.unmount(target, detach=True)
-            with contextlib.suppress(OSError):
-                os.rmdir(target) if os.path.isdir(target) else os.unlink(target)
-            raise UVMError(f"uvm {self.vm.id}: {op}: bind mount: {exc}") from None
-        share = HostShare(path, read_only, name, target)
+        share = HostShare(path, read_only, str(self._counter))
         self._hosts[(path, read_only)] = share
+        try:
+            await self.vm.modify_host(op, share.request("Add"))
+        except BaseException as exc:
+            share.state = HostShareState.UNBOUND
+            share.error = f"share {share.name}: {exc}"
+            del self._hosts[(path, read_only)]
+            share.settled.set()
+            if isinstance(exc, Exception) and not isinstance(exc, UVMError):
+                raise UVMError(f"uvm {self.vm.id}: {op}: {share.error}") from None
+            raise
+        share.state = HostShareState.BOUND
+        share.settled.set()
         return share
 
-    def _unbind(self, share: HostShare, op: str) -> None:
+    async def _unbind(self, share: HostShare, op: str) -> None:
         if share.state is not HostShareState.BOUND:
             return
         share.refs -= 1
         if share.refs > 0:
             return
         try:
-            mount.unmount(share.target, detach=True)
-            if os.path.isdir(share.target):
-                os.rmdir(share.target)
-            else:
-                os.unlink(share.target)
-        except OSError as exc:
+            if not stopped(self.vm):
+                await guest_step(self.vm, self.vm.modify_host(op, share.request("Remove")))
+        except Exception as exc:
             share.state = HostShareState.INVALID
-            raise UVMError(f"uvm {self.vm.id}: {op}: remove the bind mount {share.target}: {exc}") from None
+            raise UVMError(f"uvm {self.vm.id}: {op}: remove share {share.name}: {exc}") from None
         share.state = HostShareState.UNBOUND
         del self._hosts[(share.host_path, share.read_only)]
 
@@ -257,20 +268,13 @@ class ShareManager:
             raise UVMError(f"uvm {self.vm.id}: {op}: {g.error}") from None
         g.state = GuestShareState.UNMOUNTED
         del self._guests[g.guest_path]
-        self._unbind(g.share, op)
+        await self._unbind(g.share, op)
 
-    def close(self) -> list[str]:
-        """The VM is gone: forget the guest mounts, remove every bind mount; what could not be removed."""
+    def close(self) -> None:
+        """The VM is gone: its shares went with its compute system (whose close removes their bind mounts)."""
         for g in self._guests.values():
             g.state = GuestShareState.UNMOUNTED
         self._guests.clear()
-        problems = []
-        for share in list(self._hosts.values()):
-            share.refs = 1
-            share.state = HostShareState.BOUND
-            try:
-                self._unbind(share, "close")
-            except UVMError as exc:
-                problems.append(str(exc))
+        for share in self._hosts.values():
+            share.state = HostShareState.UNBOUND
         self._hosts.clear()
-        return problems

@@ -1,16 +1,18 @@
 """Utility VM templates: the key that says which VMs may be restored from which saved state, and the store.
 
 A template is a utility VM cold-booted to "GCS up, negotiated, every background kernel module loaded, nothing
-attached, no share mounted", then paused and saved (hcsshim.uvm.vm.UtilityVM builds and restores them). Its RAM is
-a `memory-backend-file` with share=on, so the RAM itself *is* the file `memory`; the `x-ignore-shared` migration
-capability leaves the RAM out of the saved stream, `state` (a few hundred KB: device state). A clone starts QEMU
-with the same devices, maps `memory` privately (share=off: copy-on-write, so idle clones share the template's pages
-through the page cache), waits for the stream (`-incoming defer`), restores `state`, and runs on.
+attached, no share mounted", then paused and saved (hcsshim.uvm.vm.UtilityVM builds and restores them). In HCS
+terms (hcsshim.uvm.lcow): the template VM's document puts its RAM in the file `memory` (GuestState.
+RuntimeStateFilePath), and saving it (System.save, SaveOptions.SaveStateFilePath) writes `state`, a few hundred
+KB of device state: the RAM is the file itself. A clone's document maps `memory` copy-on-write
+(ForceTransientState, so idle clones share the template's pages through the page cache) and restores `state`
+(RestoreState.SaveStateFilePath) before it runs. On Linux the backend does this with a memory-backend-file and
+QEMU's x-ignore-shared migration (hcsshim.hcs.linux.machine).
 
 The key covers everything a clone must have in common with its template: the boot files' contents (kernel,
-initrd, rootfs.vhd), the VM's shape (memory, processors, root fs type), the accelerator, the kernel command line
-(which carries the GCS's flags and log level), the device layout (the QEMU command line with the per-VM paths
-taken out), QEMU's version and ours. Any change gives a new key, hence a new template.
+initrd, rootfs.vhd), the VM's document (shape, kernel command line with the GCS's flags, devices) with the
+per-VM paths taken out, the machine the Linux backend makes of it (its QEMU command line), the accelerator,
+QEMU's version and ours. Any change gives a new key, hence a new template.
 
 Layout of the store, `$HCSSHIM_TEMPLATE_CACHE` or /var/lib/hcsshim/templates (beside the layer cache):
 
@@ -28,7 +30,6 @@ least recently used (by the directory's mtime, touched on every load) are remove
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -40,22 +41,21 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import hcsshim
-from hcsshim.uvm.qemu import BootFiles, Memory, UVMOptions, kernel_cmdline, qemu_argv
-
-if TYPE_CHECKING:
-    from qemu.qmp import QMPClient
+from hcsshim import gojson
+from hcsshim.hcs.linux.document import parse
+from hcsshim.hcs.linux.qemu import argv
+from hcsshim.uvm.lcow import lcow_document
+from hcsshim.uvm.options import BootFiles, UVMOptions
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # of the saved template; part of the key
+FORMAT = 2  # of the saved template; part of the key
 DEFAULT_ROOT = "/var/lib/hcsshim/templates"
 ENV_ROOT = "HCSSHIM_TEMPLATE_CACHE"
 KEEP = 8  # templates kept per store
-_RUN = "/RUN"  # what the per-VM run dir becomes in the key's device layout
-_MEMORY = "/MEMORY"
+_RUN = "/RUN"  # what the per-VM run dir becomes in the key's document and device layout
 
 
 class TemplateError(Exception):
@@ -103,17 +103,15 @@ class TemplateStore:
     # -- keys -------------------------------------------------------------------------------------------------
     def key(self, opts: UVMOptions, boot: BootFiles, qemu: str, accel: str) -> TemplateKey:
         """The key of the template a VM with these options would be restored from."""
-        shape = replace(opts, id="template", run_root="/", extra_qemu_args=list(opts.extra_qemu_args))
-        devices = qemu_argv(qemu, shape, boot, _RUN, accel, memory=Memory(_MEMORY, True))
+        document = gojson.dumps(lcow_document(replace(opts, id="template", run_root="/"), boot, _RUN))
+        devices = argv(qemu, parse("template", document, check_files=False), _RUN, accel)
         parts = {
             "format": FORMAT,
             "hcsshim": hcsshim.__version__,
             "qemu": self._qemu_identity(qemu),
             "accel": accel,
             "memory_mb": opts.memory_mb,
-            "cpus": opts.cpus,
-            "root_fs_type": opts.root_fs_type,
-            "cmdline": kernel_cmdline(opts, boot),
+            "document": document,
             "devices": [a for a in devices if a != qemu],
             "kernel": self._digest(boot.kernel),
             "initrd": self._digest(boot.initrd) if boot.initrd else None,
@@ -287,57 +285,3 @@ class TemplateStore:
             finally:
                 os.close(fd)
         return removed
-
-
-# -- saving and restoring (QMP) ---------------------------------------------------------------------------------
-
-MIGRATION_TIMEOUT = 60.0
-
-
-async def _migration_done(qmp: QMPClient, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + MIGRATION_TIMEOUT
-    while True:
-        info = await qmp.execute("query-migrate")
-        status = info.get("status") if isinstance(info, dict) else None
-        if status == "completed":
-            return
-        if status in ("failed", "cancelled"):
-            raise TemplateError(f"{what}: migration {status}: {info.get('error-desc', '')}".rstrip(": "))
-        if loop.time() > deadline:
-            raise TemplateError(f"{what}: not done within {MIGRATION_TIMEOUT:.0f} s (status {status})")
-        await asyncio.sleep(0.005)
-
-
-async def _give_fd(qmp: QMPClient, path: str, flags: int) -> None:
-    """Opens `path` and hands the descriptor to QEMU as `template-state` (QEMU keeps its own copy)."""
-    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
-    try:
-        qmp.send_fd_scm(fd)
-        await qmp.execute("getfd", {"fdname": "template-state"})
-    finally:
-        os.close(fd)
-
-
-def _capabilities(ignore_shared: bool) -> dict:
-    return {"capabilities": [{"capability": "x-ignore-shared", "state": ignore_shared}]}
-
-
-async def save_state(qmp: QMPClient, path: str, *, ignore_shared: bool = True) -> str:
-    """Pauses the VM and writes its state to `path`, its shared RAM left out (ignore_shared; else all of its RAM
-    is in the stream); returns the file's sha256."""
-    await qmp.execute("stop")
-    await qmp.execute("migrate-set-capabilities", _capabilities(ignore_shared))
-    await _give_fd(qmp, path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    await qmp.execute("migrate", {"uri": "fd:template-state"})
-    await _migration_done(qmp, f"save {path}")
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-async def restore_state(qmp: QMPClient, path: str, *, ignore_shared: bool = True) -> None:
-    """Loads the state saved at `path` into a QEMU started with `-incoming defer` (it stays paused)."""
-    await qmp.execute("migrate-set-capabilities", _capabilities(ignore_shared))
-    await _give_fd(qmp, path, os.O_RDONLY)
-    await qmp.execute("migrate-incoming", {"uri": "fd:template-state"})
-    await _migration_done(qmp, f"restore {path}")

@@ -1,38 +1,43 @@
-"""The utility VM: one QEMU process and everything it owns, from creation to its last file removed.
+"""The utility VM: one compute system (a schema2 ComputeSystem document handed to hcsshim.hcs, whose Linux backend
+makes it a QEMU machine) and everything it owns, from creation to its last file removed.
 
-A `UtilityVM` is the Linux counterpart of hcsshim's uvm.UtilityVM over HCS. It owns QEMU, its QMP connection,
-the bridge and GCS connection, and the lifecycle; its devices have one owner each, a manager that adds a
-device on both halves (QMP and the guest) and releases it in upstream's order: `vm.scsi` (hcsshim.uvm.scsi:
+A `UtilityVM` is the Linux counterpart of hcsshim's uvm.UtilityVM over HCS, built the same way: the options give a
+document (hcsshim.uvm.lcow, upstream's MakeLCOWDoc), `hcsshim.hcs.create_compute_system` creates the system, the
+VM listens on the HvSocket services of the GCS bridge and its log (hcsshim.hcs.linux.hvsock) before it starts the
+system, and the GCS dials the bridge. It owns the compute system, the bridge and GCS connection, and the
+lifecycle; its devices have one owner each, a manager that sends the host half as a modify request to the
+compute system and the guest half to the GCS, and releases it in upstream's order: `vm.scsi` (hcsshim.uvm.scsi:
 layers, scratch and data disks), `vm.shares` (hcsshim.uvm.shares: Plan9 directories and files), `vm.nics`
 (hcsshim.uvm.nics: network adapters). Its state machine:
 
-    NOT_CREATED --create()--> CREATED        options checked, boot files found, run dir made (0700):
-                                             <run_root>/<id>/{qmp,bridge,log}.sock, console.log, qemu.log, shares/
-    CREATED --start()--> RUNNING             host sockets listening, then QEMU (with a parent-death signal)
-                                             connects to them; <run dir>/qemu.pid records QEMU's pid and start
-                                             time (for hcsshim.uvm.stale.cleanup_stale); QMP answers; the log port
-                                             is read into <run dir>/gcs.log and our logger; then (unless told not
-                                             to) the guest boots and its GCS negotiates over the bridge port.
+    NOT_CREATED --create()--> CREATED        options checked, boot files found, the compute system created (its
+                                             directory <run_root>/<id> is the VM's run dir: the backend's files,
+                                             console.log, gcs.log) and the bridge and log services listened on
+    CREATED --start()--> RUNNING             the system started; the log port is read into <run dir>/gcs.log and
+                                             our logger; then (unless told not to) the guest boots and its GCS
+                                             negotiates over the bridge port.
                                              With opts.template (the default) the VM is instead a clone of its
                                              template (hcsshim.uvm.template), built first if there is none (by
-                                             a VM `template-<id>`, under the template's lock): QEMU starts with
-                                             the template's RAM file mapped private and `-incoming defer`, the
-                                             saved device state is loaded, the guest runs on and its GCS, which
-                                             was waiting, negotiates afresh (and takes the host's clock, entropy
-                                             and hostname). A template that does not load, or a clone that does
-                                             not restore or negotiate within CLONE_GCS_TIMEOUT, gives a cold boot
-                                             (the reason in `cold_boot_reason` and the log) and a rebuild of the
-                                             template in the background (a task of this VM)
-    RUNNING --pause()--> PAUSED              QMP stop: the vCPUs halt (the guest answers nothing meanwhile)
-    PAUSED --resume()--> RUNNING             QMP cont
-    RUNNING | PAUSED --the guest powers off, crashes or QEMU dies--> STOPPED   (`exit_status`, `unexpected`)
-    RUNNING | PAUSED --terminate()--> STOPPED   QMP quit, SIGKILL after a grace period
-    STOPPED | CREATED --close()--> CLOSED    devices forgotten, share bind mounts removed, run dir removed
+                                             a VM `template-<id>`, under the template's lock): the compute system
+                                             is created again from the clone's document (the template's RAM file
+                                             mapped copy-on-write, its saved state restored), started, and its
+                                             GCS, which was waiting, negotiates afresh (and takes the host's
+                                             clock, entropy and hostname). A template that does not load, or a
+                                             clone that does not restore or negotiate within CLONE_GCS_TIMEOUT,
+                                             gives a cold boot (the reason in `cold_boot_reason` and the log) and a
+                                             rebuild of the template in the background (a task of this VM)
+    RUNNING --pause()--> PAUSED              System.pause: the vCPUs halt (the guest answers nothing meanwhile)
+    PAUSED --resume()--> RUNNING             System.resume
+    RUNNING | PAUSED --the guest powers off, crashes or QEMU dies--> STOPPED   (`unexpected`; the system's
+                                             SystemExited notification)
+    RUNNING | PAUSED --terminate()--> STOPPED   System.terminate
+    STOPPED | CREATED --close()--> CLOSED    devices forgotten, the compute system closed (its directory, with the
+                                             shares' bind mounts, removed)
     any --close() fails to release something--> INVALID (the error says what is left)
 
 Every method checks the state it may run in and fails with UVMError naming the VM and its state. `close()` is
-idempotent and is what callers put in their `finally`; it also terminates a running VM. `stats()` reads
-QEMU's CPU time and memory from /proc (hcsshim.uvm.procfs).
+idempotent and is what callers put in their `finally`; it also terminates a running VM. `stats()` asks the
+compute system for its Statistics (QEMU's CPU time and memory, on Linux).
 """
 
 from __future__ import annotations
@@ -43,35 +48,34 @@ import json
 import logging
 import os
 import re
-import shutil
-import signal
 import socket
 from dataclasses import replace
 
-from qemu.qmp import QMPClient
-
-from hcsshim import mount
+from hcsshim.bridge.wire import VMCOMPUTE_SYSTEM_ALREADY_EXISTS, HResultError
 from hcsshim.gcs import GuestConnection
-from hcsshim.runc.reaper import DEVNULL, Child, PidfdWaiter, Reaper
+from hcsshim.hcs import errors as hcs_errors
+from hcsshim.hcs.linux import LinuxBackend, hvsock, procfs, registry
+from hcsshim.hcs.linux import accel as accel_mod
+from hcsshim.hcs.linux.machine import file_sha256
+from hcsshim.hcs.schema2 import ComputeSystem, ModifySettingRequest, SaveOptions
+from hcsshim.hcs.system import System, create_compute_system
+from hcsshim.runc.reaper import PidfdWaiter, Reaper
 from hcsshim.transport.mux import MuxTransport
-from hcsshim.uvm import accel as accel_mod
-from hcsshim.uvm import procfs
 from hcsshim.uvm.common import State, UVMError, check_state
+from hcsshim.uvm.lcow import clone_document, lcow_document, template_document
 from hcsshim.uvm.nics import NicManager
-from hcsshim.uvm.qemu import MODULES_READY, BootFiles, Memory, UVMOptions, find_boot_files, qemu_argv
+from hcsshim.uvm.options import BRIDGE_SERVICE, LOG_SERVICE, MODULES_READY, BootFiles, UVMOptions, find_boot_files
 from hcsshim.uvm.scsi import ScsiManager
 from hcsshim.uvm.shares import ShareManager
-from hcsshim.uvm.template import Template, TemplateError, TemplateKey, TemplateStore, restore_state, save_state
+from hcsshim.uvm.template import Template, TemplateError, TemplateKey, TemplateStore
 
 __all__ = ["State", "UVMError", "UtilityVM"]
 
 log = logging.getLogger(__name__)
 guest_log = logging.getLogger("hcsshim.uvm.guest")
 
-CONNECT_TIMEOUT = 30.0  # seconds for QEMU to start and connect its sockets
+CONNECT_TIMEOUT = 30.0  # seconds for QEMU to start and connect the VM's service ports
 GCS_TIMEOUT = 120.0  # seconds for the guest to boot and its GCS to negotiate (upstream: 2 minutes)
-TERMINATE_GRACE = 5.0  # seconds between QMP quit and SIGKILL
-QMP_TIMEOUT = 10.0  # seconds for QMP stop/cont
 CLONE_GCS_TIMEOUT = 15.0  # seconds for a restored clone's GCS to negotiate before it is given up for a cold boot
 MODULES_TIMEOUT = 60.0  # seconds for a template's background kernel modules to load before it is saved
 
@@ -87,20 +91,19 @@ class UtilityVM:
         self.run_dir = os.path.join(opts.run_root, opts.id)
         self.boot: BootFiles | None = None
         self.accel = opts.accel
-        self.qemu: Child | None = None
-        self.qmp: QMPClient | None = None
+        self.backend = LinuxBackend(opts.run_root, accel=opts.accel, waiter=self.waiter)
+        self.document: ComputeSystem | None = None  # the cold-boot document (a clone's adds the template's state)
+        self.system: System | None = None
         self.bridge: socket.socket | None = None  # the guest's bridge port, a connected stream
         self.transport: MuxTransport | None = None  # ports multiplexed over `bridge`
         self.gcs: GuestConnection | None = None
-        self.exit_status: int | None = None
         self.unexpected = False  # stopped without terminate(): guest crash, GCS death, QEMU killed
+        self.exit_error: BaseException | None = None  # why the compute system stopped (System.exit_error)
         self.exited = asyncio.Event()
         self._terminating = False
         self._tasks: list[asyncio.Task[None]] = []
         self._listeners: dict[str, socket.socket] = {}
         self.templates = TemplateStore()  # where start() finds (or builds) its template
-        self.memory: Memory | None = None  # RAM in a file: a template's (shared) or a clone's (private)
-        self.incoming = False  # QEMU waits for a saved state (a clone)
         self.template: Template | None = None  # the template this VM was restored from
         self.cold_boot_reason = ""  # why a VM that could have been a clone booted cold
         # LUN 0 is the vhd root's when it boots from rootfs.vhd
@@ -117,11 +120,11 @@ class UtilityVM:
     def path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
 
-    def qmp_client(self, operation: str) -> QMPClient:
-        """The QMP connection; UVMError naming the operation when there is none (not started, or closed)."""
-        if self.qmp is None:
-            raise UVMError(f"uvm {self.id}: {operation}: no QMP connection (the VM is {self.state.value})")
-        return self.qmp
+    @property
+    def qemu_pid(self) -> int | None:
+        """The pid of the VM's QEMU while it runs (the Linux backend's record), else None."""
+        record = registry.qemu_running(self.run_dir)
+        return record.pid if record is not None else None
 
     def guest(self, operation: str) -> GuestConnection:
         """The GCS connection; UVMError naming the operation when there is none."""
@@ -129,27 +132,54 @@ class UtilityVM:
             raise UVMError(f"uvm {self.id}: {operation}: no GCS connection (the VM is {self.state.value})")
         return self.gcs
 
+    def _system(self, operation: str) -> System:
+        if self.system is None:
+            raise UVMError(f"uvm {self.id}: {operation}: no compute system (the VM is {self.state.value})")
+        return self.system
+
+    async def modify_host(self, operation: str, request: ModifySettingRequest) -> None:
+        """The host half of a device change: a modify request to the VM's compute system (its error raised)."""
+        await self._system(operation).modify(request)
+
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     @classmethod
     async def create(cls, opts: UVMOptions, *, waiter: Reaper | PidfdWaiter | None = None) -> UtilityVM:
-        """Checks the options and boot files and makes the run dir; nothing runs yet."""
+        """Checks the options and boot files and creates the compute system; nothing runs yet."""
         vm = cls(opts, waiter=waiter)
         try:
             opts.validate()
             vm.boot = find_boot_files(opts)
         except (ValueError, FileNotFoundError) as exc:
             raise UVMError(f"create {exc}") from None
-        try:
-            os.makedirs(opts.run_root, mode=0o711, exist_ok=True)
-            os.mkdir(vm.run_dir, 0o700)
-        except FileExistsError:
-            raise UVMError(f"create uvm {opts.id}: {vm.run_dir} exists: another VM has this id") from None
-        except OSError as exc:
-            raise UVMError(f"create uvm {opts.id}: run dir {vm.run_dir}: {exc.strerror}") from None
-        os.mkdir(vm.path("shares"), 0o700)
+        vm.document = lcow_document(opts, vm.boot, vm.run_dir)
+        await vm._create_system(vm.document)
         vm.state = State.CREATED
         return vm
+
+    async def _create_system(self, document: ComputeSystem) -> None:
+        """Creates the compute system from `document` and listens on its GCS services."""
+        try:
+            self.system = await create_compute_system(self.id, document, backend=self.backend)
+        except HResultError as exc:
+            if hcs_errors.is_any(exc, VMCOMPUTE_SYSTEM_ALREADY_EXISTS):
+                raise UVMError(f"create uvm {self.id}: {self.run_dir} exists: another VM has this id") from None
+            raise UVMError(f"create uvm {self.id}: {exc}") from None
+        try:
+            for name, service in (("bridge", BRIDGE_SERVICE), ("log", LOG_SERVICE)):
+                self._listeners[name] = hvsock.listen(self.run_dir, service)
+        except OSError as exc:
+            await self._drop_system()
+            raise UVMError(f"create uvm {self.id}: listen on the GCS services: {exc}") from None
+
+    async def _drop_system(self) -> None:
+        """Closes the compute system (a created or stopped one goes with its directory) and the listeners."""
+        for s in self._listeners.values():
+            s.close()
+        self._listeners.clear()
+        if self.system is not None:
+            system, self.system = self.system, None
+            await system.close()
 
     async def start(self, *, connect_gcs: bool = True, gcs_timeout: float = GCS_TIMEOUT) -> None:
         """Starts the VM: restored from its template (built first when there is none) when the options allow it,
@@ -159,7 +189,7 @@ class UtilityVM:
         if connect_gcs and self.opts.template and self.opts.init_command is None and \
                 await self._start_from_template():
             return
-        await self.start_qemu()
+        await self.start_system()
         if connect_gcs:
             await self.connect_gcs(timeout=gcs_timeout)
 
@@ -172,6 +202,7 @@ class UtilityVM:
             qemu = accel_mod.qemu_binary()
             if self.accel is None:
                 self.accel = await accel_mod.choose(self.boot.kernel, waiter=self.waiter, qemu=qemu)
+            self.backend.accel = self.accel
             key = await asyncio.to_thread(self.templates.key, self.opts, self.boot, qemu, self.accel)
         except (OSError, TemplateError) as exc:
             return self._cold(f"no template key: {exc}")
@@ -179,7 +210,7 @@ class UtilityVM:
             tpl = await asyncio.to_thread(self.templates.load, key)
         except TemplateError as exc:  # damaged or mismatched: boot cold now, and make a good one meanwhile
             self._tasks.append(asyncio.get_running_loop().create_task(
-                self._rebuild_template(key), name=f"uvm {self.id} template rebuild"))
+                self.build_template(key), name=f"uvm {self.id} template rebuild"))
             return self._cold(f"{exc}; rebuilding it in the background")
         if tpl is None:
             tpl = await self.build_template(key)
@@ -190,7 +221,7 @@ class UtilityVM:
         except (UVMError, TemplateError, OSError, TimeoutError) as exc:
             await self._abandon_start()
             self._tasks.append(asyncio.get_running_loop().create_task(
-                self._rebuild_template(key, replacing=tpl), name=f"uvm {self.id} template rebuild"))
+                self.build_template(key, replacing=tpl), name=f"uvm {self.id} template rebuild"))
             return self._cold(f"restore from template {key.digest[:12]} failed ({exc}); rebuilding it")
         self.template = tpl
         return True
@@ -201,18 +232,19 @@ class UtilityVM:
         return False
 
     async def _restore(self, tpl: Template) -> None:
-        self.memory = Memory(tpl.memory, shared=False)
-        self.incoming = True
-        await self.start_qemu()
-        qmp = self.qmp_client("restore")
-        try:
-            await restore_state(qmp, tpl.state)
-            await qmp.execute("cont")
-        except (TemplateError, OSError):
-            raise
-        except Exception as exc:  # QMP's errors
-            raise UVMError(f"uvm {self.id}: restore: {exc}") from None
-        await self.connect_gcs(timeout=CLONE_GCS_TIMEOUT)
+        await self.start_restored(tpl.state, memory=tpl.memory, template_id=tpl.key.digest)
+
+    async def start_restored(self, state: str, *, memory: str | None = None, template_id: str = "",
+                             gcs_timeout: float = CLONE_GCS_TIMEOUT) -> None:
+        """Starts the VM from a saved state instead of booting it: the compute system again, from the clone's
+        document (hcsshim.uvm.lcow.clone_document: `memory`, a template's RAM file, mapped copy-on-write, or the
+        RAM in `state` too), started, and its waiting GCS negotiated afresh."""
+        self._check("start", State.CREATED)
+        assert self.document is not None
+        await self._drop_system()
+        await self._create_system(clone_document(self.document, state, memory=memory, template_id=template_id))
+        await self.start_system()
+        await self.connect_gcs(timeout=gcs_timeout)
 
     async def build_template(self, key: TemplateKey, *, replacing: Template | None = None) -> Template | None:
         """Builds the template of `key` (a cold boot of a VM like this one, saved), once across processes: under
@@ -238,7 +270,7 @@ class UtilityVM:
             staging = await asyncio.to_thread(store.staging, key)
             try:
                 t0 = asyncio.get_running_loop().time()
-                state_sha = await self._boot_and_save(key, staging)
+                state_sha = await self._boot_and_save(staging)
                 tpl = await asyncio.to_thread(store.commit, key, staging, state_sha)
                 log.info("uvm %s: built template %s in %.2f s", self.id, key.digest[:12],
                          asyncio.get_running_loop().time() - t0)
@@ -252,40 +284,45 @@ class UtilityVM:
         finally:
             store.unlock(fd)
 
-    async def _boot_and_save(self, key: TemplateKey, staging: str) -> str:
+    async def _boot_and_save(self, staging: str) -> str:
         """Cold-boots the template VM with its RAM in staging/memory, lets it settle, saves it; the state's sha."""
-        opts = replace(self.opts, id=template_vm_id(self.id), template=False,
-                       extra_qemu_args=list(self.opts.extra_qemu_args))
-        vm = await UtilityVM.create(opts, waiter=self.waiter)
+        opts = replace(self.opts, id=template_vm_id(self.id), template=False)
+        vm = UtilityVM(opts, waiter=self.waiter)
         try:
-            vm.accel = self.accel
-            vm.memory = Memory(os.path.join(staging, "memory"), shared=True)
+            vm.boot = self.boot
+            vm.accel = vm.backend.accel = self.accel
+            assert vm.boot is not None
+            vm.document = lcow_document(opts, vm.boot, vm.run_dir)
+            await vm._create_system(template_document(vm.document, os.path.join(staging, "memory")))
+            vm.state = State.CREATED
             await vm.start()
-            proc = await vm.guest("settle").exec_in_uvm(
-                ["sh", "-c", f"while [ ! -e {MODULES_READY} ]; do sleep 0.02; done"], stdout=False, stderr=False)
-            await asyncio.wait_for(proc.wait(), MODULES_TIMEOUT)
-            return await save_state(vm.qmp_client("save template"), os.path.join(staging, "state"))
+            await vm.wait_modules_ready()
+            state = os.path.join(staging, "state")
+            await vm._system("save template").save(SaveOptions(save_type="AsTemplate", save_state_file_path=state))
+            return await asyncio.to_thread(file_sha256, state)
         except (TemplateError, OSError, TimeoutError, UVMError):
             raise
-        except Exception as exc:  # QMP's and the bridge's errors
+        except Exception as exc:  # the compute system's and the bridge's errors
             raise UVMError(f"uvm {opts.id}: {exc}") from None
         finally:
             await vm.close()
 
-    async def _rebuild_template(self, key: TemplateKey, *, replacing: Template | None = None) -> None:
-        await self.build_template(key, replacing=replacing)
+    async def wait_modules_ready(self, timeout: float = MODULES_TIMEOUT) -> None:
+        """Waits until the guest's init has loaded the kernel modules it loads in the background (a template is
+        saved only then, so no clone starts with a module half-loaded)."""
+        proc = await self.guest("wait for modules").exec_in_uvm(
+            ["sh", "-c", f"while [ ! -e {MODULES_READY} ]; do sleep 0.02; done"], stdout=False, stderr=False)
+        await asyncio.wait_for(proc.wait(), timeout)
 
     async def _abandon_start(self) -> None:
-        """After a failed restore: QEMU and everything of this start go; the VM is CREATED again, to boot cold."""
+        """After a failed restore: the clone's system and everything of this start go; the VM is CREATED again,
+        with the cold-boot system, to boot cold."""
+        assert self.document is not None
         await self._stop_runtime()
-        for name in os.listdir(self.run_dir):
-            if name != "shares":
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path(name))
-        self.memory, self.incoming = None, False
-        self.exit_status, self.unexpected, self._terminating = None, False, False
-        self.qemu = None
+        await self._drop_system()
+        self.unexpected, self._terminating = False, False
         self.exited = asyncio.Event()
+        await self._create_system(self.document)
         self.state = State.CREATED
 
     async def connect_gcs(self, *, timeout: float = GCS_TIMEOUT) -> GuestConnection:
@@ -310,8 +347,8 @@ class UtilityVM:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(asyncio.shield(died), 2.0)
                 if self.exited.is_set():
-                    raise UVMError(f"connect gcs of uvm {self.id}: the VM stopped (QEMU status {self.exit_status})"
-                                   f" before its GCS connected; console: {self.console_tail(5)!r}")
+                    raise UVMError(f"connect gcs of uvm {self.id}: the VM stopped ({self.exit_error}) before its GCS "
+                                   f"connected; console: {self.console_tail(5)!r}")
                 exc = connect.exception() if connect.done() and not connect.cancelled() else None
                 raise UVMError(f"connect gcs of uvm {self.id}: {exc}; console: {self.console_tail(5)!r}")
         finally:
@@ -319,68 +356,32 @@ class UtilityVM:
             died.cancel()
         return self.gcs
 
-    async def start_qemu(self) -> None:
-        """Starts QEMU and waits until its sockets are connected and QMP answers (not until the guest boots)."""
+    async def start_system(self) -> None:
+        """Starts the compute system and waits until its bridge and log ports are connected (not until the guest
+        boots)."""
         self._check("start", State.CREATED)
-        assert self.boot is not None
+        system = self._system("start")
         loop = asyncio.get_running_loop()
         try:
-            qemu = accel_mod.qemu_binary()
-            if self.accel is None:
-                self.accel = await accel_mod.choose(self.boot.kernel, waiter=self.waiter, qemu=qemu)
-            for name in ("qmp", "bridge", "log"):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.bind(self.path(f"{name}.sock"))
-                s.listen(1)
-                s.setblocking(False)
-                self._listeners[name] = s
-            argv = ["setpriv", "--pdeathsig", "KILL", "--",
-                    *qemu_argv(qemu, self.opts, self.boot, self.run_dir, self.accel, memory=self.memory,
-                               incoming=self.incoming)]
-            with open(self.path("qemu.log"), "wb") as qlog:
-                self.qemu = await self.waiter.spawn(argv, stdin=DEVNULL, stdout=qlog.fileno(), stderr=qlog.fileno())
-            started = procfs.start_time(self.qemu.pid)  # setpriv execs QEMU: the same pid and start time
-            if started is not None:
-                procfs.PidRecord(self.qemu.pid, started).write(self.run_dir)
-        except OSError as exc:
-            for sock in self._listeners.values():
-                sock.close()
-            self._listeners.clear()
+            await system.start()
+        except HResultError as exc:
             raise UVMError(f"start uvm {self.id}: {exc}") from None
-        log.debug("uvm %s: qemu pid %d (%s)", self.id, self.qemu.pid, self.accel)
+        log.debug("uvm %s: started (qemu pid %s, %s)", self.id, self.qemu_pid, self.backend.accel)
         self.state = State.RUNNING
-        self._tasks.append(loop.create_task(self._watch_exit(), name=f"uvm {self.id} exit"))
+        self._tasks.append(loop.create_task(self._watch_exit(system), name=f"uvm {self.id} exit"))
         try:
             conns = await self._accept_all()
-            self.qmp = QMPClient(f"uvm-{self.id}")
-            await asyncio.wait_for(self.qmp.connect(conns["qmp"]), CONNECT_TIMEOUT)
-            status = await self.qmp.execute("query-status")
-            log.debug("uvm %s: qmp status %s", self.id, status)
             self.bridge = conns["bridge"]
             self._tasks.append(loop.create_task(self._read_log(conns["log"]), name=f"uvm {self.id} log"))
         except BaseException as exc:
             await self.terminate()
-            if isinstance(exc, (OSError, TimeoutError, UVMError)) or type(exc).__module__.startswith("qemu"):
-                raise UVMError(f"start uvm {self.id}: {self._why(exc)}") from None
+            if isinstance(exc, (OSError, TimeoutError, UVMError)):
+                raise UVMError(f"start uvm {self.id}: {exc}") from None
             raise
         finally:
             for s in self._listeners.values():
                 s.close()
             self._listeners.clear()
-
-    def _why(self, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
-        tail = self.qemu_log_tail()
-        if self.exit_status is not None:
-            text = f"QEMU exited with status {self.exit_status}" + (f": {tail}" if tail else "")
-        return text
-
-    def qemu_log_tail(self, lines: int = 5) -> str:
-        try:
-            with open(self.path("qemu.log"), errors="replace") as f:
-                return " | ".join(line.strip() for line in f.read().splitlines()[-lines:] if line.strip())
-        except OSError:
-            return ""
 
     def console_tail(self, lines: int = 20) -> str:
         try:
@@ -394,15 +395,13 @@ class UtilityVM:
         accepts = {name: loop.create_task(loop.sock_accept(s)) for name, s in self._listeners.items()}
         died = loop.create_task(self.exited.wait())
         try:
-            done, _ = await asyncio.wait([*accepts.values(), died], timeout=CONNECT_TIMEOUT,
-                                         return_when=asyncio.FIRST_COMPLETED)
             while not all(t.done() for t in accepts.values()):
-                if died.done():
-                    raise UVMError("QEMU exited while starting")
                 done, _ = await asyncio.wait([*accepts.values(), died], timeout=CONNECT_TIMEOUT,
                                              return_when=asyncio.FIRST_COMPLETED)
+                if died.done():
+                    raise UVMError("the VM stopped while starting")
                 if not done:
-                    raise TimeoutError(f"QEMU did not connect its sockets within {CONNECT_TIMEOUT:.0f} s")
+                    raise TimeoutError(f"QEMU did not connect the VM's ports within {CONNECT_TIMEOUT:.0f} s")
             conns = {}
             for name, t in accepts.items():
                 conn, _ = t.result()
@@ -418,14 +417,15 @@ class UtilityVM:
         finally:
             died.cancel()
 
-    async def _watch_exit(self) -> None:
-        assert self.qemu is not None
-        status = await self.qemu.wait()
-        self.exit_status = status
+    async def _watch_exit(self, system: System) -> None:
+        with contextlib.suppress(Exception):  # the wait error of a system closed before it stopped
+            await system.wait()
+        if system.closed:
+            return  # closed (by close or a failed restore), not stopped: nothing to report
+        err = self.exit_error = system.exit_error()
         if not self._terminating:
             self.unexpected = True
-            log.warning("uvm %s: QEMU exited unexpectedly with status %d%s", self.id, status,
-                        f" ({self.qemu_log_tail(2)})" if self.qemu_log_tail(2) else "")
+            log.warning("uvm %s: the VM stopped unexpectedly%s", self.id, f" ({err})" if err else "")
         self.state = State.STOPPED
         self.exited.set()
 
@@ -448,63 +448,59 @@ class UtilityVM:
         except (OSError, asyncio.CancelledError):
             return
 
-    async def wait(self) -> int:
-        """Waits for the VM to stop; its QEMU exit status."""
+    async def wait(self) -> None:
+        """Waits for the VM to stop."""
         self._check("wait", State.RUNNING, State.PAUSED, State.STOPPED)
         await self.exited.wait()
-        assert self.exit_status is not None
-        return self.exit_status
 
-    async def terminate(self, grace: float = TERMINATE_GRACE) -> None:
-        """Stops the VM: QMP quit, then SIGKILL after `grace` seconds. A no-op once it has stopped."""
-        if self.qemu is None or self.exited.is_set():
+    async def terminate(self) -> None:
+        """Stops the VM (System.terminate: QMP quit, then SIGKILL on Linux). A no-op once it has stopped."""
+        if self.system is None or self.exited.is_set() or self.state not in (State.RUNNING, State.PAUSED):
             return
         self._terminating = True
-        if self.qmp is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.qmp.execute("quit"), 2.0)
-        try:
-            await asyncio.wait_for(self.exited.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.qemu.pid, signal.SIGKILL)
-            await self.exited.wait()
+        with contextlib.suppress(HResultError):
+            await self.system.terminate()
+        await self.exited.wait()
 
     async def pause(self) -> None:
-        """Halts the VM's processors (QMP stop): RUNNING -> PAUSED. Nothing in the guest answers until resume()."""
+        """Halts the VM's processors: RUNNING -> PAUSED. Nothing in the guest answers until resume()."""
         self._check("pause", State.RUNNING)
         try:
-            await asyncio.wait_for(self.qmp_client("pause").execute("stop"), QMP_TIMEOUT)
-        except UVMError:
-            raise
-        except Exception as exc:
+            await self._system("pause").pause()
+        except HResultError as exc:
             raise UVMError(f"uvm {self.id}: pause: {exc}") from None
         if self.state is State.RUNNING:  # (it may have stopped meanwhile)
             self.state = State.PAUSED
 
     async def resume(self) -> None:
-        """Lets a paused VM run again (QMP cont): PAUSED -> RUNNING."""
+        """Lets a paused VM run again: PAUSED -> RUNNING."""
         self._check("resume", State.PAUSED)
         try:
-            await asyncio.wait_for(self.qmp_client("resume").execute("cont"), QMP_TIMEOUT)
-        except UVMError:
-            raise
-        except Exception as exc:
+            await self._system("resume").resume()
+        except HResultError as exc:
             raise UVMError(f"uvm {self.id}: resume: {exc}") from None
         if self.state is State.PAUSED:
             self.state = State.RUNNING
 
-    def stats(self) -> procfs.VMStats:
-        """QEMU's CPU time and memory now (upstream's VirtualMachineStatistics); RUNNING or PAUSED."""
+    async def stats(self) -> procfs.VMStats:
+        """The VM's CPU time and memory now (its compute system's Statistics: upstream's
+        VirtualMachineStatistics); RUNNING or PAUSED."""
         self._check("stats", State.RUNNING, State.PAUSED)
-        assert self.qemu is not None
         try:
-            return procfs.stats(self.qemu.pid)
-        except OSError as exc:
-            raise UVMError(f"uvm {self.id}: stats: QEMU (pid {self.qemu.pid}): {exc}") from None
+            props = await self._system("stats").properties_v2("Statistics")
+        except HResultError as exc:
+            raise UVMError(f"uvm {self.id}: stats: {exc}") from None
+        st = props.statistics
+        if st is None or st.processor is None or st.memory is None:
+            raise UVMError(f"uvm {self.id}: stats: the compute system reported no statistics")
+        return procfs.VMStats(st.processor.total_runtime_100ns * 100, st.memory.memory_usage_commit_bytes,
+                              st.memory.memory_usage_private_working_set_bytes or None,
+                              user_ns=st.processor.runtime_user_100ns * 100,
+                              system_ns=st.processor.runtime_kernel_100ns * 100,
+                              peak_bytes=st.memory.memory_usage_commit_peak_bytes)
 
     async def _stop_runtime(self) -> None:
-        """Terminates QEMU and drops what runs with it: the GCS connection, the transport, QMP, the tasks."""
+        """Terminates the VM and drops what runs with it: the GCS connection, the transport, the tasks."""
         await self.terminate()
         if self.gcs is not None:
             with contextlib.suppress(Exception):
@@ -518,15 +514,9 @@ class UtilityVM:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        if self.qmp is not None:
-            with contextlib.suppress(Exception):
-                await self.qmp.disconnect()
-            self.qmp = None
         if self.bridge is not None:
             self.bridge.close()
             self.bridge = None
-        if self.qemu is not None:
-            self.qemu.close()
 
     async def close(self) -> None:
         """Terminates the VM if it runs and releases everything it owns. Idempotent."""
@@ -535,20 +525,12 @@ class UtilityVM:
         await self._stop_runtime()
         self.scsi.close()
         self.nics.close()
-        problems = self.shares.close()
+        self.shares.close()
         try:
-            for m in mount.mounted_under(self.run_dir):  # deepest first
-                mount.unmount(m, detach=True)
-            left = mount.mounted_under(self.run_dir)
-            if left:  # never remove a tree through a bind mount: it would delete the host's files
-                problems.append(f"{self.run_dir} kept: still mounted: {', '.join(left)}")
-            else:
-                shutil.rmtree(self.run_dir)
-        except OSError as exc:
-            problems.append(f"remove {self.run_dir}: {exc}")
-        if problems:
+            await self._drop_system()
+        except HResultError as exc:
             self.state = State.INVALID
-            raise UVMError(f"close uvm {self.id}: " + "; ".join(problems))
+            raise UVMError(f"close uvm {self.id}: {exc}") from None
         self.state = State.CLOSED
 
     async def __aenter__(self) -> UtilityVM:

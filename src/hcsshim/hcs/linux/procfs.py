@@ -5,13 +5,14 @@
 * `VMStats` / `stats(pid)`: QEMU's CPU time (user + system of all its threads) and memory (RSS as the working
   set, PSS from smaps_rollup when readable), what upstream reports as VirtualMachineStatistics;
 * `PidRecord`: ``<run dir>/qemu.pid``, QEMU's pid and start time as JSON, written when QEMU starts, so that
-  `hcsshim.uvm.stale.cleanup_stale` can kill it after its owner died.
+  `hcsshim.hcs.linux.registry.cleanup_stale` can kill it after its owner died.
 
 Synchronous and cheap: a few small reads of /proc.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -45,11 +46,15 @@ def alive(pid: int, started: int) -> bool:
 class VMStats:
     """A utility VM's statistics, from its QEMU process (upstream: VirtualMachineStatistics)."""
 
-    __slots__ = ("pss_bytes", "total_runtime_ns", "working_set_bytes")
+    __slots__ = ("peak_bytes", "pss_bytes", "system_ns", "total_runtime_ns", "user_ns", "working_set_bytes")
 
-    def __init__(self, total_runtime_ns: int, working_set_bytes: int, pss_bytes: int | None) -> None:
+    def __init__(self, total_runtime_ns: int, working_set_bytes: int, pss_bytes: int | None, *, user_ns: int = 0,
+                 system_ns: int = 0, peak_bytes: int = 0) -> None:
         self.total_runtime_ns = total_runtime_ns  # CPU time, user + system (Processor.TotalRuntimeNS)
+        self.user_ns = user_ns
+        self.system_ns = system_ns
         self.working_set_bytes = working_set_bytes  # RSS (Memory.WorkingSetBytes)
+        self.peak_bytes = peak_bytes  # the peak RSS (VmHWM)
         self.pss_bytes = pss_bytes  # proportional set size; None when smaps_rollup is not readable
 
     @property
@@ -70,7 +75,12 @@ def stats(pid: int) -> VMStats:
     utime, stime = int(fields[14 - 3]), int(fields[15 - 3])
     with open(f"/proc/{pid}/statm") as f:
         rss_pages = int(f.read().split()[1])
-    pss = None
+    pss, peak = None, 0
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+                break
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
@@ -79,7 +89,22 @@ def stats(pid: int) -> VMStats:
                     break
     except OSError:
         pass
-    return VMStats((utime + stime) * 1_000_000_000 // _TICKS, rss_pages * _PAGE, pss)
+    ns = 1_000_000_000 // _TICKS
+    return VMStats((utime + stime) * ns, rss_pages * _PAGE, pss, user_ns=utime * ns, system_ns=stime * ns,
+                   peak_bytes=peak)
+
+
+def started_at(pid: int) -> float | None:
+    """When process pid started, as a Unix time (None when it is gone)."""
+    ticks = start_time(pid)
+    if ticks is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return btime + ticks / _TICKS
 
 
 class PidRecord:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from hcsshim import mount
-from hcsshim.uvm import cleanup_stale, procfs
+from hcsshim.hcs.linux import procfs
+from hcsshim.hcs.linux.registry import cleanup_stale
 
 
 @pytest.fixture
@@ -68,7 +69,8 @@ def test_a_recycled_pid_is_never_killed(tmp_path: Path, sleeper: subprocess.Pope
 def test_an_invalid_id_is_a_problem_not_a_removal(tmp_path: Path) -> None:
     (tmp_path / "keep").mkdir()
     for bad in ("..", ".", "", "a/b"):
-        assert cleanup_stale(str(tmp_path / "keep"), bad) == [f"clean up uvm {bad!r}: invalid utility VM id"]
+        assert cleanup_stale(str(tmp_path / "keep"), bad) == [
+            f"clean up compute system {bad!r}: invalid compute system id"]
     assert (tmp_path / "keep").is_dir()
 
 

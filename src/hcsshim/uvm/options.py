@@ -1,37 +1,35 @@
-"""The utility VM's QEMU: its options, the guest kernel command line, and the QEMU command line built from them.
+"""The utility VM's options (upstream's OptionsLCOW, the parts that mean something here), upstream's VM
+annotations that set them, the boot files they name, and the guest kernel command line made from them.
 
-Pure functions of the options and the run directory, so that the mapping from hcsshim's VM document to QEMU
-is testable without starting anything (see ../shared/design.md's table):
-
-| hcsshim (HCS schema2 VirtualMachine)       | QEMU here                                                       |
-|--------------------------------------------|-----------------------------------------------------------------|
-| LinuxKernelDirect kernel/initrd/cmdline    | -kernel (vmlinux, PVH entry: no decompression) -initrd -append  |
-| rootfs.vhd on SCSI 0:0, root=/dev/sda      | the same vhd as scsi-hd LUN 0 at boot, read-only                |
-| SCSI controller, 64 LUNs, hot-add          | virtio-scsi-pci `scsi0`; scsi-hd hot-added over QMP             |
-| Plan9 shares over hvsock 564               | one virtio-9p device exporting `shares/` (tag hcsshim-shares)   |
-| GCS bridge on hvsock 0x40000000            | virtserialport `uvm.bridge`, port-multiplexed (hcsshim.transport) |
-| log port 109 (GCS stderr)                  | virtserialport `uvm.log`                                        |
-| entropy on port 1                          | virtio-rng                                                      |
-| synthetic NIC hot-add                      | virtio-net-pci on a pre-made pcie-root-port, netdev tap         |
-| StopOnReset + panic=-1                     | -no-reboot + panic=-1: a dead guest ends QEMU                   |
-| (saved/cloned VM state)                    | vmgenid (guid=auto), RAM in a memory-backend-file for templates |
-| COM1 console pipe                          | ttyS0 into `console.log` in the run dir                         |
-
-QEMU connects, as a client, to the host's unix sockets (qmp, bridge, log), which the VM object creates
-before QEMU starts: the host listens, the guest dials, as with hvsock.
+The VM itself is a schema2 ComputeSystem document built from these (hcsshim.uvm.lcow) and handed to hcsshim.hcs,
+whose Linux backend makes it a QEMU machine (hcsshim.hcs.linux): nothing here knows QEMU. The GCS's bridge and
+log ports are HvSocket services of the document (vsock ports BRIDGE_PORT and LOG_PORT, upstream's
+LinuxGcsVsockPort and the log port 109), which the guest sees as the virtio-serial ports BRIDGE_PORT_NAME and
+LOG_PORT_NAME (hcsshim.hcs.linux.hvsock).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-SHARES_TAG = "hcsshim-shares"
+from hcsshim.bridge import BRIDGE_PORT
+from hcsshim.hcs.linux.hvsock import port_name, vsock_service_id
+from hcsshim.hcs.linux.qemu import SHARES_TAG
+
+__all__ = ["ANNOTATION_BOOT_FILES", "ANNOTATION_KERNEL_ARGS", "ANNOTATION_MEMORY", "ANNOTATION_PROCESSORS",
+           "ANNOTATION_ROOT_FS_TYPE", "ANNOTATION_TEMPLATE", "BRIDGE_PORT_NAME", "BRIDGE_SERVICE", "LOG_PORT",
+           "LOG_PORT_NAME", "LOG_SERVICE", "MODULES_READY", "SCSI_LUNS", "SHARES_GUEST_ROOT", "SHARES_TAG",
+           "BootFiles", "UVMOptions",
+           "apply_annotations", "find_boot_files", "init_command", "kernel_cmdline"]
+
 SHARES_GUEST_ROOT = "/run/shares"  # where the GCS mounts the share device; a share is a directory in it
 MODULES_READY = "/run/hcsshim/modules.ready"  # init's mark: the kernel modules it loads in the background are in
-BRIDGE_PORT = "uvm.bridge"
-LOG_PORT = "uvm.log"
-ROOT_PORTS = 4  # pcie-root-ports made at boot for hot-added network adapters
+LOG_PORT = 109  # upstream's linuxLogVsockPort: the GCS's stderr
+BRIDGE_SERVICE = vsock_service_id(BRIDGE_PORT)  # the GCS bridge, upstream's LinuxGcsVsockPort 0x40000000
+LOG_SERVICE = vsock_service_id(LOG_PORT)
+BRIDGE_PORT_NAME = port_name(BRIDGE_SERVICE)  # the guest's virtio-serial port names of the two
+LOG_PORT_NAME = port_name(LOG_SERVICE)
 SCSI_LUNS = 64
 
 
@@ -45,15 +43,14 @@ class UVMOptions:
     memory_mb: int = 1024
     cpus: int = 2
     kernel_args: str = ""  # extra tokens before `--`
-    accel: str | None = None  # "kvm", "tcg" or None: probe (hcsshim.uvm.accel)
+    accel: str | None = None  # "kvm", "tcg" or None: probe (hcsshim.hcs.linux.accel)
     console: bool = True  # the serial console into <run dir>/console.log
     gcs_log_level: str = "info"
     # The command init starts (upstream: vsockexec -e 109 /bin/gcs ...); None: the GCS on the bridge port.
     init_command: list[str] | None = None
     forward_stdout: bool = False  # the child's stdout to the log port too (uvmboot --fwd-stdout)
     forward_stderr: bool = True
-    run_root: str = "/run/hcsshim/uvm"
-    extra_qemu_args: list[str] = field(default_factory=list)
+    run_root: str = "/run/hcsshim/uvm"  # the hcsshim.hcs.linux registry root of the VM's compute system
     template: bool = True  # start as a clone of a template (hcsshim.uvm.template) when the GCS is the init child
 
     def validate(self) -> None:
@@ -152,14 +149,14 @@ def find_boot_files(opts: UVMOptions) -> BootFiles:
 def init_command(opts: UVMOptions) -> list[str]:
     """argv for the guest's /init after the kernel's `--`: init's own options, then the child."""
     child = opts.init_command or ["/bin/gcs", "-v4", "-log-format", "json", "-loglevel", opts.gcs_log_level,
-                                  "-transport", f"mux:/dev/virtio-ports/{BRIDGE_PORT}",
+                                  "-transport", f"mux:/dev/virtio-ports/{BRIDGE_PORT_NAME}",
                                   "-share-root", SHARES_GUEST_ROOT, "-share-tag", SHARES_TAG,
                                   "-modules-ready", MODULES_READY, "-sync-host-state"]
     init_opts: list[str] = []
     if opts.forward_stderr:
-        init_opts += ["-e", LOG_PORT]
+        init_opts += ["-e", LOG_PORT_NAME]
     if opts.forward_stdout:
-        init_opts += ["-o", LOG_PORT]
+        init_opts += ["-o", LOG_PORT_NAME]
     return [*init_opts, *child]
 
 
@@ -177,57 +174,3 @@ def kernel_cmdline(opts: UVMOptions, boot: BootFiles) -> str:
     if opts.kernel_args:
         tokens += opts.kernel_args.split()
     return " ".join([*tokens, "--", *init_command(opts)])
-
-
-@dataclass(frozen=True)
-class Memory:
-    """The VM's RAM in a file (a template's, hcsshim.uvm.template): shared (the template writes its RAM into the
-    file) or private (a clone maps the template's file copy-on-write)."""
-
-    path: str
-    shared: bool
-
-
-def qemu_argv(qemu: str, opts: UVMOptions, boot: BootFiles, run_dir: str, accel: str, *,
-              memory: Memory | None = None, incoming: bool = False) -> list[str]:
-    """QEMU's command line for `opts`, with its sockets and files in `run_dir`; `incoming`: wait for a migration
-    stream (a clone restores the template's state before it runs)."""
-
-    def p(name: str) -> str:
-        return os.path.join(run_dir, name)
-
-    machine = f"q35,accel={accel}" + (",memory-backend=ram" if memory else "")
-    argv = [qemu, "-name", f"hcsshim-uvm-{opts.id}", "-machine", machine,
-            "-m", str(opts.memory_mb), "-smp", str(opts.cpus), "-nodefaults", "-no-user-config",
-            "-display", "none", "-no-reboot"]
-    if memory is not None:
-        argv += ["-object", f"memory-backend-file,id=ram,size={opts.memory_mb}M,mem-path={memory.path},"
-                            f"share={'on' if memory.shared else 'off'}"]
-    if accel == "kvm":
-        argv += ["-cpu", "host"]
-    argv += ["-kernel", boot.kernel, "-append", kernel_cmdline(opts, boot)]
-    if boot.initrd:
-        argv += ["-initrd", boot.initrd]
-    argv += ["-chardev", f"socket,id=qmp,path={p('qmp.sock')}", "-mon", "chardev=qmp,mode=control"]
-    if opts.console:
-        argv += ["-chardev", f"file,id=con,path={p('console.log')}", "-serial", "chardev:con"]
-    argv += ["-device", "virtio-serial-pci,id=vser0,max_ports=8",
-             "-chardev", f"socket,id=bridge,path={p('bridge.sock')}",
-             "-device", f"virtserialport,bus=vser0.0,chardev=bridge,name={BRIDGE_PORT}",
-             "-chardev", f"socket,id=log,path={p('log.sock')}",
-             "-device", f"virtserialport,bus=vser0.0,chardev=log,name={LOG_PORT}",
-             "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0",
-             "-device", "virtio-scsi-pci,id=scsi0",
-             "-fsdev", f"local,id=shares,path={p('shares')},security_model=passthrough",
-             "-device", f"virtio-9p-pci,fsdev=shares,mount_tag={SHARES_TAG}"]
-    if boot.rootfs_vhd is not None:
-        argv += ["-blockdev", f"driver=file,node-name=rootfs-file,filename={boot.rootfs_vhd},read-only=on",
-                 "-blockdev", "driver=raw,node-name=rootfs,file=rootfs-file,read-only=on",
-                 "-device", "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=rootfs,id=lun0,serial=rootfs"]
-    for i in range(ROOT_PORTS):
-        argv += ["-device", f"pcie-root-port,id=rp{i},bus=pcie.0,chassis={i + 1},slot={i + 1}"]
-    # A new generation id on every QEMU start: the guest kernel reseeds its RNG when a restored VM sees it change.
-    argv += ["-device", "vmgenid,guid=auto"]
-    if incoming:
-        argv += ["-incoming", "defer"]
-    return [*argv, *opts.extra_qemu_args]

@@ -17,7 +17,8 @@ import pytest
 from hcsshim import mount
 from hcsshim.hcs import errors, resourcepaths, schema2
 from hcsshim.hcs.backend import EVENT_SYSTEM_EXITED
-from hcsshim.hcs.linux import LinuxBackend, cgroups, hvsock, procfs, registry
+from hcsshim.hcs.linux import cgroups, hvsock, procfs, registry
+from hcsshim.hcs.linux.backend import LinuxBackend
 from hcsshim.hcs.service import get_compute_systems
 from hcsshim.hcs.system import create_compute_system, open_compute_system
 
@@ -195,7 +196,7 @@ def test_kill_9_of_qemu_is_an_unexpected_exit_notification_and_close_leaves_noth
 
 OPENER = """
 import asyncio, json, sys
-from hcsshim.hcs.linux import LinuxBackend
+from hcsshim.hcs.linux.backend import LinuxBackend
 from hcsshim.hcs.service import get_compute_systems
 from hcsshim.hcs.system import open_compute_system
 
@@ -240,7 +241,7 @@ def test_another_process_opens_the_system_by_id_and_drives_it(boot_files: Path, 
 
 OWNER = """
 import asyncio, sys
-from hcsshim.hcs.linux import LinuxBackend
+from hcsshim.hcs.linux.backend import LinuxBackend
 from hcsshim.hcs.system import create_compute_system
 
 async def main():

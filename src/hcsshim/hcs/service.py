@@ -40,7 +40,7 @@ ENV_BACKEND = "HCSSHIM_HCS_BACKEND"
 # name -> (module, class): imported only when chosen.
 BACKENDS: dict[str, tuple[str, str]] = {
     "windows": ("hcsshim.hcs.windows", "WindowsBackend"),
-    "linux": ("hcsshim.hcs.linux", "LinuxBackend"),
+    "linux": ("hcsshim.hcs.linux.backend", "LinuxBackend"),
 }
 
 _lock = threading.Lock()

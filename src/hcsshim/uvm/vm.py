@@ -54,8 +54,9 @@ from dataclasses import replace
 from hcsshim.bridge.wire import VMCOMPUTE_SYSTEM_ALREADY_EXISTS, HResultError
 from hcsshim.gcs import GuestConnection
 from hcsshim.hcs import errors as hcs_errors
-from hcsshim.hcs.linux import LinuxBackend, hvsock, procfs, registry
 from hcsshim.hcs.linux import accel as accel_mod
+from hcsshim.hcs.linux import hvsock, procfs, registry
+from hcsshim.hcs.linux.backend import LinuxBackend
 from hcsshim.hcs.linux.machine import file_sha256
 from hcsshim.hcs.schema2 import ComputeSystem, ModifySettingRequest, SaveOptions
 from hcsshim.hcs.system import System, create_compute_system

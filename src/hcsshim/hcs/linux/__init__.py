@@ -11,8 +11,8 @@
 | `registry` | systems by id under a root directory: records, open and list from any process, stale cleanup |
 | `accel` | choosing KVM or TCG |
 | `procfs` | QEMU's statistics and start time from /proc |
+| `cgroups` | processor limits: the cgroup QEMU runs in |
+
+The package imports nothing itself (uvm's options take the HvSocket naming and the share tag from here, on the
+shim's start-up path): `from hcsshim.hcs.linux.backend import LinuxBackend`.
 """
-
-from hcsshim.hcs.linux.backend import LinuxBackend, LinuxSystem
-
-__all__ = ["LinuxBackend", "LinuxSystem"]

@@ -34,9 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 from hcsshim import gojson
 from hcsshim.bridge.wire import VMCOMPUTE_SYSTEM_ALREADY_EXISTS, HResultError
@@ -66,6 +69,28 @@ log = logging.getLogger(__name__)
 SYSTEM_TYPE = "VirtualMachine"
 RUNTIME_OS_TYPE = "Linux"
 _SUPPORTED_PROPERTIES = frozenset({"Statistics", "Memory", "TerminateOnLastHandleClosed"})
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _tracked(method: Callable[Concatenate[LinuxSystem, P], Awaitable[T]]
+             ) -> Callable[Concatenate[LinuxSystem, P], Awaitable[T]]:
+    """A handle call that `close` waits for (the backend contract: a handle is never released under a call)."""
+
+    @functools.wraps(method)
+    async def call(self: LinuxSystem, *args: P.args, **kwargs: P.kwargs) -> T:
+        self._calls += 1
+        self._idle.clear()
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._calls -= 1
+            if self._calls == 0:
+                self._idle.set()
+
+    return call
 
 
 def _int32(hr: int) -> int:
@@ -220,6 +245,9 @@ class LinuxSystem:
         self._pending: list[Event] = []
         self.machine = Machine(cfg, directory, waiter=backend.waiter, on_exit=self._on_exit)
         self._started_at: float | None = None
+        self._calls = 0  # calls in flight (_tracked)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def __repr__(self) -> str:
         return f"LinuxSystem({self.id!r}, {self.machine.state.value}{', owner' if self.owner else ''})"
@@ -257,6 +285,7 @@ class LinuxSystem:
         if self.machine.exited.is_set():
             raise HResultError(errors.ErrVmcomputeSystemAlreadyStopped, "the system is stopped")
 
+    @_tracked
     async def start(self, options: str = "") -> None:
         self._check("start")
         self._stopped("start")
@@ -283,6 +312,7 @@ class LinuxSystem:
                 f.write(nic.id)
         self._started_at = datetime.datetime.now(datetime.UTC).timestamp()
 
+    @_tracked
     async def shutdown(self, options: str = "") -> None:
         self._check("shutdown")
         self._stopped("shutdown")
@@ -295,6 +325,7 @@ class LinuxSystem:
         except MachineError as exc:
             raise _gen_failure(exc) from None
 
+    @_tracked
     async def terminate(self, options: str = "") -> None:
         self._check("terminate")
         self._stopped("terminate")
@@ -304,6 +335,7 @@ class LinuxSystem:
             return
         await self.machine.terminate()
 
+    @_tracked
     async def pause(self, options: str = "") -> None:
         self._check("pause")
         self._stopped("pause")
@@ -314,6 +346,7 @@ class LinuxSystem:
         except MachineError as exc:
             raise _gen_failure(exc) from None
 
+    @_tracked
     async def resume(self, options: str = "") -> None:
         self._check("resume")
         self._stopped("resume")
@@ -324,6 +357,7 @@ class LinuxSystem:
         except MachineError as exc:
             raise _gen_failure(exc) from None
 
+    @_tracked
     async def save(self, options: str) -> None:
         self._check("save")
         self._stopped("save")
@@ -341,6 +375,7 @@ class LinuxSystem:
         except MachineError as exc:
             raise _gen_failure(exc) from None
 
+    @_tracked
     async def properties(self, query: str) -> str:
         self._check("properties")
         try:
@@ -397,6 +432,7 @@ class LinuxSystem:
                                  "MemoryUsagePrivateWorkingSetBytes": s.pss_bytes or s.working_set_bytes}
         return out
 
+    @_tracked
     async def modify(self, request: str) -> None:
         self._check("modify")
         self._stopped("modify")
@@ -422,7 +458,8 @@ class LinuxSystem:
         if self.owner and self.cfg.terminate_on_last_handle_closed and not self.machine.exited.is_set() and \
                 self.machine.pid is not None:
             await self.machine.terminate()
-        await self.machine.close()
+        await self.machine.close()  # a call still waiting on QEMU fails now
+        await self._idle.wait()
         if self.owner and (self.machine.exited.is_set() or self.machine.pid is None):
             problems = await asyncio.to_thread(registry.remove, self.dir)
             if problems:

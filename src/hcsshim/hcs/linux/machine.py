@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0  # seconds for QEMU to start and dial its monitor
 QMP_TIMEOUT = 10.0
+OPEN_TIMEOUT = 5.0  # seconds for the control monitor to greet an opener (it serves one process at a time)
 TERMINATE_GRACE = 5.0  # seconds between QMP quit and SIGKILL
 MIGRATION_TIMEOUT = 60.0
 STOPPING = "stopping"  # <system dir>/stopping: the ExitType a requested stop gives
@@ -87,6 +88,7 @@ class Machine:
         self.exit_status: int | None = None
         self.exit_type = ""
         self.exited = asyncio.Event()
+        self._closed = asyncio.Event()
         self._watch: asyncio.Task[None] | None = None
         self._pidfd: int | None = None
         self._unanswered: list[socket.socket] = []  # host ends of services nobody listens on (see start)
@@ -228,7 +230,7 @@ class Machine:
         self.state = MachineState.RUNNING
         self.qmp = QMPClient(f"hcs-open-{self.cfg.id}")
         try:
-            await asyncio.wait_for(self.qmp.connect(self.path(CONTROL_QMP)), CONNECT_TIMEOUT)
+            await asyncio.wait_for(self.qmp.connect(self.path(CONTROL_QMP)), OPEN_TIMEOUT)
             status = await self.status()
         except BaseException as exc:
             await self.close()
@@ -321,7 +323,7 @@ class Machine:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.qmp.execute("quit"), 2.0)
         try:
-            await asyncio.wait_for(self.exited.wait(), grace)
+            await asyncio.wait_for(self._exit_or_close(), grace)
         except TimeoutError:
             await self.kill()
 
@@ -336,7 +338,16 @@ class Machine:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
             else:
                 os.kill(self.pid, signal.SIGKILL)
-        await self.exited.wait()
+        await self._exit_or_close()
+
+    async def _exit_or_close(self) -> None:
+        """Until QEMU has exited, or the machine is closed (an opener's close stops watching the exit)."""
+        waits = [asyncio.ensure_future(self.exited.wait()), asyncio.ensure_future(self._closed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     def stats(self) -> procfs.VMStats:
         if self.pid is None or self.exited.is_set():
@@ -356,6 +367,7 @@ class Machine:
         if self._watch is not None and not self.exited.is_set():
             self._watch.cancel()
         self._close_unanswered()
+        self._closed.set()
         self.state = MachineState.CLOSED
 
 

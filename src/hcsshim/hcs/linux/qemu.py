@@ -13,9 +13,12 @@ process that opens the system drives it).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from hcsshim.hcs.linux.document import MachineConfig
 from hcsshim.hcs.linux.hvsock import HVSOCK_DIR
+
+if TYPE_CHECKING:  # only a type here: the module stays cheap for hcsshim.uvm.options, which takes SHARES_TAG
+    from hcsshim.hcs.linux.document import MachineConfig
 
 __all__ = ["CONTROL_QMP", "OWNER_QMP", "ROOT_PORTS", "SHARES_TAG", "argv", "disk_node"]
 

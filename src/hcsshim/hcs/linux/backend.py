@@ -143,6 +143,8 @@ class LinuxBackend:
             except FileExistsError:
                 # what a dead owner left (or a create cut short) is cleaned up; a live system is an error
                 record = registry.read_record(self.root, id)
+                if record is None and registry.young(directory):
+                    raise  # no record yet: another create is making it
                 if record is not None and not registry.is_stale(self.root, record):
                     raise
                 problems = await asyncio.to_thread(registry.cleanup_stale, self.root, id)

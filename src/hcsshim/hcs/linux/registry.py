@@ -116,6 +116,17 @@ def is_stale(root: str, record: SystemRecord) -> bool:
     return not record.owner_alive() and qemu_running(system_dir(root, record.id)) is None
 
 
+CREATE_GRACE = 10.0  # seconds a directory without a record is taken for a create in progress, not a dead one
+
+
+def young(directory: str) -> bool:
+    """The directory was made less than CREATE_GRACE seconds ago."""
+    try:
+        return time.time() - os.stat(directory).st_mtime < CREATE_GRACE
+    except OSError:
+        return False
+
+
 def list_ids(root: str) -> list[str]:
     """The ids of the systems under `root` that have a record, stale ones included, sorted."""
     try:

@@ -62,14 +62,14 @@ def check_state(vm: Machine, operation: str, *allowed: State) -> None:
 
 
 def stopped(vm: Machine) -> bool:
-    """QEMU is gone (or going): nothing in the guest or QEMU is left to undo."""
+    """The VM is gone (or going): nothing in the guest or its compute system is left to undo."""
     return vm.exited.is_set() or vm.state in (State.STOPPED, State.CLOSED, State.INVALID)
 
 
 async def guest_step(vm: Machine, step: Awaitable[T]) -> bool:
-    """Runs one guest or QMP step of a teardown: True when it ran, False when the VM stopped before or during it
-    (its guest and QEMU are gone, so there is nothing to undo and nothing to wait for). A failure that is not
-    the VM stopping is raised: an HRESULT from the guest or an error from QMP at once, any other (a closed
+    """Runs one guest or host step of a teardown: True when it ran, False when the VM stopped before or during it
+    (its guest and compute system are gone, so there is nothing to undo and nothing to wait for). A failure that
+    is not the VM stopping is raised: an HRESULT from the guest or the compute system at once, any other (a closed
     bridge, a lost monitor) after STOP_GRACE seconds of looking whether the VM is going down."""
     if stopped(vm):
         if asyncio.iscoroutine(step):

@@ -1,4 +1,5 @@
-"""The utility VM's SCSI disks: hot-plugged over QMP and mounted in the guest through the GCS, in one call.
+"""The utility VM's SCSI disks: attached by modify requests to its compute system and mounted in the guest through
+the GCS, in one call.
 
 `ScsiManager` (``vm.scsi``) is the one owner of the VM's SCSI disks, as upstream's internal/uvm/scsi Manager
 (attach + mount) with the state machines of internal/controller/device/scsi. `add(host_path, ...)` returns a
@@ -36,7 +37,7 @@ one still holds its guest path. Likewise a disk whose last user is releasing it 
 way there) is not shared again: a new user gets a new attachment.
 
 INVALID is kept (the LUN and the guest path are never handed out again) and named in the error; `close`
-forgets it. Once the VM has stopped (QEMU died, or it was terminated) a release does no guest or QMP step and
+forgets it. Once the VM has stopped (QEMU died, or it was terminated) a release does no guest or host step and
 only drops the bookkeeping; a step cut short by the VM stopping counts as done (`common.guest_step`).
 
 Operations check the VM's state: `add` needs it running, `release` running or stopped (not paused: the guest
@@ -356,7 +357,7 @@ class ScsiManager:
             del self._by_disk[(a.host_path, a.read_only)]
 
     def close(self) -> None:
-        """The VM is gone: every attachment and mount is forgotten (QEMU took the disks with it)."""
+        """The VM is gone: every attachment and mount is forgotten (its compute system took the disks with it)."""
         for m in self._mounts:
             m.state = MountState.UNMOUNTED
         for a in self._attachments.values():

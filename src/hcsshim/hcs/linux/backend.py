@@ -25,8 +25,8 @@ upstream's external bridge does, so create_process and open_process fail with Er
 Properties (a v2 PropertyQuery; the reply is a Properties document, whose basic fields a v1 ContainerProperties
 reader also reads): always Id, SystemType "VirtualMachine", RuntimeOsType "Linux", Name, Owner, RuntimeId,
 State, Stopped, ExitType; "Statistics" from /proc (QEMU's CPU time, RSS, peak RSS and PSS) and the uptime;
-"Memory" the assigned memory in 4 KiB pages; "TerminateOnLastHandleClosed". Other property types are refused
-with ErrNotSupported naming them.
+"Memory" the assigned memory in 4 KiB pages (QEMU's query-memory-size-summary); "TerminateOnLastHandleClosed".
+Other property types are refused with ErrNotSupported naming them.
 """
 
 from __future__ import annotations
@@ -400,10 +400,19 @@ class LinuxSystem:
             doc["TerminateOnLastHandleClosed"] = self.cfg.terminate_on_last_handle_closed
         if "Memory" in q.property_types:
             doc["Memory"] = {"VirtualNodeCount": 1,
-                             "VirtualMachineMemory": {"AssignedMemory": self.cfg.memory_mb * 256}}
+                             "VirtualMachineMemory": {"AssignedMemory": await self._assigned_pages(state)}}
         if "Statistics" in q.property_types:
             doc["Statistics"] = self._statistics(state)
         return json.dumps(doc)
+
+    async def _assigned_pages(self, state: str) -> int:
+        """The VM's RAM in 4 KiB pages: QEMU's (query-memory-size-summary) while it runs, else the document's."""
+        if state in ("Running", "Paused"):
+            with contextlib.suppress(MachineError, TimeoutError, OSError):
+                info = await self.machine.execute("properties", "query-memory-size-summary")
+                if isinstance(info, dict) and isinstance(info.get("base-memory"), int):
+                    return (info["base-memory"] + int(info.get("plugged-memory") or 0)) // 4096
+        return self.cfg.memory_mb * 256
 
     async def _state(self) -> str:
         if self.machine.exited.is_set():

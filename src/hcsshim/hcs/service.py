@@ -41,6 +41,7 @@ ENV_BACKEND = "HCSSHIM_HCS_BACKEND"
 BACKENDS: dict[str, tuple[str, str]] = {
     "windows": ("hcsshim.hcs.windows", "WindowsBackend"),
     "linux": ("hcsshim.hcs.linux.backend", "LinuxBackend"),
+    "windows-v1": ("hcsshim.hcs.windows_v1", "VmcomputeBackend"),
 }
 
 _lock = threading.Lock()

@@ -1,7 +1,7 @@
 """The HCS library: compute systems (containers and utility VMs) and their processes, described by the HCS JSON
 schemas, on Windows' Host Compute Service or, on Linux, on a backend whose utility VMs are QEMU machines.
 
-The map of the package (being built; see each module's docstring):
+The map of the package (see each module's docstring):
 
 | module | owns |
 |---|---|
@@ -16,4 +16,8 @@ The map of the package (being built; see each module's docstring):
 | `hcsshim.hcs.service` | the backend choice, enumeration, the HCS service's properties and settings |
 | `hcsshim.hcs.blocking` | blocking wrappers of the above, on a private event loop thread |
 | `hcsshim.hcs.windows` | the Windows backend: the contract over computecore.dll (hcsshim.hcs.win32) |
+| `hcsshim.hcs.windows_v1`, `hcsshim.hcs.waithelper` | the v1 Windows backend over vmcompute.dll: callbacks, pending waits |
+| `hcsshim.hcs.linux` | the Linux backend: compute systems that are QEMU machines (its own map) |
+| `hcsshim.hcs.signals` | signal validation and mapping for LCOW and WCOW processes (upstream's internal/signals) |
+| `hcsshim.hcs.timeouts` | the HCSSHIM_TIMEOUT_* watchdog timeouts |
 """

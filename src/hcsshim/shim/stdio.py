@@ -30,6 +30,7 @@ log = logging.getLogger("hcsshim.shim.stdio")
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _CHUNK = 1 << 20
 DRAIN_QUIET_TIMEOUT = 2.0
+STDIN_QUIET_TIMEOUT = 1.0  # seconds without stdin progress after CloseIO before the process's stdin is closed
 
 
 class StdioError(Exception):
@@ -205,6 +206,7 @@ class ProcessIO:
         self._stdin_src: int | None = None  # the stdin FIFO
         self._out_pumps: list[Pump] = []
         self._in_pump: Pump | None = None
+        self._closing_stdin: asyncio.Task[None] | None = None  # CloseIO waiting for the FIFO's tail
         self.console: ConsoleSocket | None = None
         self.master: int | None = None
         self._loop = asyncio.get_running_loop()
@@ -257,7 +259,7 @@ class ProcessIO:
             self._out_pumps.append(Pump(loop, r, dst, name))
         if self._stdin_src is not None and self._stdin_w is not None:
             self._in_pump = Pump(loop, self._stdin_src, self._stdin_w, "stdin")
-            self._in_pump.done.add_done_callback(lambda _f: self.close_stdin())
+            self._in_pump.done.add_done_callback(lambda _f: self._close_stdin_now())
 
     @property
     def child_fds(self) -> tuple[int | None, int | None, int | None]:
@@ -302,7 +304,29 @@ class ProcessIO:
         self.state = "RUNNING"
 
     def close_stdin(self) -> None:
-        """Delivers EOF to the process's stdin (idempotent; CloseIO and stdin FIFO EOF both land here)."""
+        """End of input (CloseIO): what the stdin FIFO holds now is still delivered, then the process reads EOF.
+
+        A client calls CloseIO once it has written its input, which may still be in the FIFO (up to a pipe's
+        worth): stopping the pump at once would drop the tail of it. The pump goes on until the FIFO's EOF (the
+        client closed it) or until it made no progress for STDIN_QUIET_TIMEOUT seconds (another writer keeps
+        it open), then the process's stdin is closed. Idempotent."""
+        pump = self._in_pump
+        if pump is None or pump.done.done() or self._closing_stdin is not None:
+            if pump is None or pump.done.done():
+                self._close_stdin_now()
+            return
+        self._closing_stdin = self._loop.create_task(self._close_stdin_when_delivered(pump))
+
+    async def _close_stdin_when_delivered(self, pump: Pump) -> None:
+        while not pump.done.done():
+            before = pump.progress
+            await asyncio.wait([pump.done], timeout=STDIN_QUIET_TIMEOUT)
+            if not pump.done.done() and pump.progress == before:
+                break
+        self._close_stdin_now()
+
+    def _close_stdin_now(self) -> None:
+        """Delivers EOF to the process's stdin now (idempotent; the stdin FIFO's EOF lands here)."""
         if self._in_pump is not None:
             self._in_pump.stop()
         if self._stdin_w is not None and self.master is None:
@@ -335,6 +359,8 @@ class ProcessIO:
 
     def close(self) -> None:
         """Stops the pumps and closes every descriptor (idempotent)."""
+        if self._closing_stdin is not None:
+            self._closing_stdin.cancel()
         for pump in self._out_pumps:
             pump.stop()
         if self._in_pump is not None:

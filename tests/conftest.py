@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hcsshim.testing.containerd import Containerd
+from hcsshim.testing.containerd import Containerd, ContainerdBinaries
 from hcsshim.testing.images import DEFAULT_REF, build_busybox_image
 
 if TYPE_CHECKING:
@@ -84,20 +84,17 @@ def busybox_ref(busybox_image_tar: Path) -> str:
     return DEFAULT_REF
 
 
-@pytest.fixture
-def containerd(request: pytest.FixtureRequest, tmp_path: Path, busybox_image_tar: Path,
-               busybox_ref: str) -> Iterator[Containerd]:
-    """A fresh private containerd with our shim first on its PATH and the busybox image imported.
-
-    At teardown the test must have left nothing behind (no shim, container, mount, bundle or socket):
-    that is asserted before stop() forcibly cleans up whatever remains.
-    """
+def private_containerd(request: pytest.FixtureRequest, workdir: Path, image_tar: Path, ref: str,
+                       build: ContainerdBinaries | None = None) -> Iterator[Containerd]:
+    """A fresh private containerd (the system's, or `build`) with our shim first on its PATH and the image
+    imported; afterwards the test must have left nothing behind (no shim, container, mount, bundle or socket):
+    that is asserted before stop() forcibly cleans up whatever remains."""
     require_integration_host()
     debug = os.environ.get("HCSSHIM_CONTAINERD_DEBUG", "") not in ("", "0")
-    cd = Containerd(tmp_path / "containerd", path_prepend=[str(VENV_BIN)], debug=debug)
+    cd = Containerd(workdir, path_prepend=[str(VENV_BIN)], debug=debug, build=build)
     try:
         cd.start()
-        cd.import_image(busybox_image_tar, busybox_ref)
+        cd.import_image(image_tar, ref)
         yield cd
         leftovers = cd.leftovers()
     finally:
@@ -108,6 +105,14 @@ def containerd(request: pytest.FixtureRequest, tmp_path: Path, busybox_image_tar
             request.node.add_report_section("teardown", "leftovers", message)
         else:
             pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def containerd(request: pytest.FixtureRequest, tmp_path: Path, busybox_image_tar: Path,
+               busybox_ref: str) -> Iterator[Containerd]:
+    """A fresh private containerd (the system's 1.6) with our shim first on its PATH and the busybox image
+    imported (private_containerd); tests/integration/test_containerd_matrix.py overrides it with 1.7 and 2.x."""
+    yield from private_containerd(request, tmp_path / "containerd", busybox_image_tar, busybox_ref)
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
-"""A private containerd 1.6 instance for tests, the demo and the benchmark, and the cleanup that follows it.
+"""A private containerd instance for tests, the demo and the benchmark, and the cleanup that follows it.
 
-`Containerd(workdir)` owns everything under `workdir`: its config.toml, root and state directories, its gRPC
+`Containerd(workdir)` runs the system's containerd (Debian 12's 1.6.20); `Containerd(workdir, build=...)` another
+one (hcsshim.testing.containerds fetches 1.7.x and 2.x), with the config version it wants (2 before 2.0, 3 from
+2.0 on). It owns everything under `workdir`: its config.toml, root and state directories, its gRPC
 and ttrpc sockets (in a short directory under /tmp instead when the path would be too long for a unix
 socket), containerd.log (containerd's stdout and stderr, including what shims write to their log FIFO)
 and fifo/, where `ctr` creates its stdio FIFOs.
@@ -38,7 +40,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hcsshim.shim.paths import uvm_run_root_of_state
 
@@ -46,13 +48,21 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from types import TracebackType
 
-__all__ = ["RUNC_SHIM_ROOT", "SHIM_SOCKET_DIR", "Containerd", "ContainerdError", "CtrError"]
+__all__ = ["RUNC_SHIM_ROOT", "SHIM_SOCKET_DIR", "Containerd", "ContainerdBinaries", "ContainerdError", "CtrError"]
 
 SHIM_SOCKET_DIR = Path("/run/containerd/s")
 RUNC_SHIM_ROOT = Path("/run/containerd/runc")  # Debian's runc shim: runc --root <this>/<ns>
 TASK_DIR = "io.containerd.runtime.v2.task"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+
+
+class ContainerdBinaries(Protocol):
+    """Which containerd to run (hcsshim.testing.containerds.ContainerdBuild is one)."""
+
+    version: str  # "2.1.9+ds1-5"
+    containerd: str  # paths of the binaries
+    ctr: str
 
 
 class ContainerdError(RuntimeError):
@@ -193,7 +203,7 @@ class Containerd:
     """A private containerd: own config, root, state and sockets under `workdir` (see the module doc)."""
 
     def __init__(self, workdir: Path, *, path_prepend: Sequence[str] = (), debug: bool = False,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, build: ContainerdBinaries | None = None) -> None:
         self.workdir = Path(workdir).absolute()
         self.path_prepend = [str(p) for p in path_prepend]
         self.debug = debug
@@ -213,8 +223,10 @@ class Containerd:
         self.sockdir = sockdir
         self.address = str(sockdir / "containerd.sock")
         self.ttrpc_address = self.address + ".ttrpc"
-        self._ctr = _which("ctr")
-        self._containerd = _which("containerd")
+        self._ctr = build.ctr if build is not None else _which("ctr")
+        self._containerd = build.containerd if build is not None else _which("containerd")
+        self.version = build.version if build is not None else ""  # "" for the system's (1.6)
+        self.major = int(self.version.split(".")[0]) if self.version[:1].isdigit() else 1
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: int | None = None
         self._task_ids: set[tuple[str, str]] = set()  # (namespace, id) of every task seen
@@ -252,11 +264,14 @@ class Containerd:
         def q(s: object) -> str:
             return json.dumps(str(s))  # TOML basic strings accept JSON string escapes
 
+        # 2.x: config version 3, and CRI is three plugins (images, runtime, the gRPC service)
+        cri = ('"io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri"'
+               if self.major >= 2 else '"io.containerd.grpc.v1.cri"')
         return "\n".join([
-            "version = 2",
+            f"version = {3 if self.major >= 2 else 2}",
             f"root = {q(self.root)}",
             f"state = {q(self.state)}",
-            'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",',
+            f"disabled_plugins = [{cri}, \"io.containerd.snapshotter.v1.aufs\",",
             '  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",',
             '  "io.containerd.snapshotter.v1.devmapper"]',
             "",
@@ -273,9 +288,10 @@ class Containerd:
             "[metrics]",
             '  address = ""',
             "",
-            '[plugins."io.containerd.internal.v1.opt"]',
-            f"  path = {q(self.root / 'opt')}",
-            "",
+            *([] if self.major >= 2 else [  # 2.x has no opt plugin
+                '[plugins."io.containerd.internal.v1.opt"]',
+                f"  path = {q(self.root / 'opt')}",
+                ""]),
         ])
 
     def start(self, timeout: float = 20) -> None:

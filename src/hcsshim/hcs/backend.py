@@ -29,6 +29,16 @@ What else the object layer relies on:
   (a call whose caller was cancelled included) and only then releases the handle, so a handle is never freed
   under a running call. The object layer makes no call on a handle after `close`.
 * **Stdio.** `ProcessInfo`'s descriptors belong to the caller from the moment they are returned.
+
+Optional capabilities (added later; a backend offers them by giving its SystemHandle the methods, and the object
+layer checks for them with `supports` and fails with ErrNotSupported, naming the system and the operation, when a
+handle lacks one; a backend that has the methods but cannot serve them on this host raises ErrNotSupported too):
+
+* **Live migration** (`MigrationHandle`, upstream's hcsv2 migration.go): the five HcsXxxLiveMigration steps and
+  the destination's start, each taking the options document HCS takes; the steps that use the transport socket
+  take its handle, which the backend hands HCS with the operation (HcsAddResourceToOperation, Socket,
+  resourcepaths.LIVE_MIGRATION_SOCKET_URI). Its events are the system's `EVENT_GROUP_LIVE_MIGRATION` events,
+  whose data is an OperationSystemMigrationNotificationInfo document, delivered to the sink like any other.
 """
 
 from __future__ import annotations
@@ -36,13 +46,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hcsshim import gojson
 from hcsshim.hcs.errors import Errno, ErrorEvent, unwrap
 
-__all__ = ["Backend", "CallError", "Event", "EventSink", "ProcessHandle", "ProcessInfo", "SystemHandle",
-           "document_text", "events_of", "raising"]
+__all__ = ["Backend", "CallError", "Event", "EventSink", "MigrationHandle", "ProcessHandle",
+           "ProcessInfo", "SystemHandle", "document_text", "events_of", "raising",
+           "supports"]
 
 # HCS_EVENT_TYPE (computecore): the values a backend's events carry
 EVENT_SYSTEM_EXITED = 0x00000001
@@ -54,6 +65,9 @@ EVENT_SYSTEM_GUEST_CONNECTION_CLOSED = 0x00000006
 EVENT_PROCESS_EXITED = 0x00010000
 EVENT_OPERATION_CALLBACK = 0x01000000
 EVENT_SERVICE_DISCONNECT = 0x02000000
+EVENT_GROUP_VM_LIFECYCLE = 0x80000002
+EVENT_GROUP_LIVE_MIGRATION = 0x80000003  # data: an OperationSystemMigrationNotificationInfo document
+EVENT_GROUP_OPERATION_INFO = 0xC0000001
 
 
 @dataclass(frozen=True)
@@ -177,3 +191,24 @@ class Backend(Protocol):
     async def enumerate_systems(self, query: str) -> str: ...  # a JSON array of schema1 ContainerProperties
     async def service_properties(self, query: str) -> str: ...
     async def modify_service(self, settings: str) -> None: ...
+
+
+# -- optional capabilities --------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class MigrationHandle(Protocol):
+    """A SystemHandle that can live-migrate (see the module docstring). `socket` is the transport socket's handle
+    (a Windows SOCKET); the options are the schema2 migration documents as JSON text."""
+
+    async def start_migration_destination(self, options: str, socket: int) -> None: ...  # StartOptions
+    async def initialize_live_migration(self, options: str) -> None: ...  # MigrationInitializeOptions
+    async def start_live_migration(self, options: str, socket: int) -> None: ...  # MigrationStartOptions
+    async def start_live_migration_transfer(self, options: str) -> None: ...  # MigrationTransferOptions
+    async def finalize_live_migration(self, options: str) -> None: ...  # MigrationFinalizedOptions
+    async def cancel_live_migration(self, options: str) -> None: ...  # MigrationCancelOptions
+
+
+def supports(handle: object, capability: type[Any]) -> bool:
+    """Whether `handle` offers an optional capability (MigrationHandle): has all its methods."""
+    return isinstance(handle, capability)

@@ -26,6 +26,13 @@ upstream. `start` records the start time, the stop is timed when reported.
 Errors: every failure is a SystemError (hcsshim.hcs.errors) naming upstream's operation and the system,
 ``hcs::System::Start c1: <what failed>``, with the ErrorEvents HCS returned; operations after close fail with
 ErrAlreadyClosed wrapped the same way. Notifications: `events()` streams the system's HCS events (hcsshim.hcs.notify).
+
+Live migration (upstream's v2-only methods, hcsshim.hcs.migration): `initialize_live_migration_on_source`,
+`start_live_migration_on_source`, `start_live_migration_transfer`, `finalize_live_migration`,
+`cancel_live_migration` and, on the destination, `start_with_migration_options` (which records the start time as
+`start` does); `migration_notifications()` streams the GroupLiveMigration events as documents. They need a backend
+whose handle can migrate (backend.MigrationHandle): otherwise, as on a closed system, they fail before reaching
+HCS, with ErrNotSupported.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from hcsshim import gojson
 from hcsshim.hcs import schema1, schema2
@@ -43,15 +50,18 @@ from hcsshim.hcs.backend import (
     EVENT_SYSTEM_EXITED,
     Backend,
     Event,
+    MigrationHandle,
     SystemHandle,
     document_text,
     events_of,
     raising,
+    supports,
 )
 from hcsshim.hcs.errors import (
     ErrAlreadyClosed,
     ErrComputeSystemDoesNotExist,
     Errno,
+    ErrNotSupported,
     ErrUnexpectedProcessAbort,
     ErrUnexpectedValue,
     ErrVmcomputeAlreadyStopped,
@@ -62,6 +72,7 @@ from hcsshim.hcs.errors import (
     is_any,
     make_system_error,
 )
+from hcsshim.hcs.migration import MigrationConfig, MigrationNotifications
 from hcsshim.hcs.notify import EventFeed, EventStream
 from hcsshim.hcs.process import Process, open_stdio
 from hcsshim.hcs.service import default_backend
@@ -373,6 +384,64 @@ class System:
         with raising(lambda err: self._error(op, err)):
             handle = await self._handle.open_process(pid)
         return Process(self, handle, pid)
+
+    # -- live migration
+
+    def _migration(self, op: str) -> MigrationHandle:
+        self._check_open(op)
+        if not supports(self._handle, MigrationHandle):
+            raise self._error(op, ErrNotSupported)
+        return cast(MigrationHandle, self._handle)
+
+    async def _migrate(self, op: str, step: str, options: Document | None,
+                       config: MigrationConfig | None = None) -> None:
+        """Run the backend's migration `step` with the options document ({} for None) and, when given, the
+        config's socket."""
+        handle = self._migration(op)
+        with raising(lambda err: self._error(op, err)):
+            text = document_text(options) if options is not None else "{}"
+            if config is None:
+                await getattr(handle, step)(text)
+            else:
+                await getattr(handle, step)(text, config.socket_handle())
+
+    async def start_with_migration_options(self, config: MigrationConfig) -> None:
+        """Start the system as a live migration's destination, receiving it over config's socket (returns when HCS
+        has started it); records the start time as start() does."""
+        await self._migrate("hcs::System::Start", "start_migration_destination",
+                            config.destination_start_options(), config)
+        self._start_time = time.time()
+
+    async def initialize_live_migration_on_source(
+            self, options: schema2.MigrationInitializeOptions | Document | None = None) -> None:
+        """Prepare the source system for a live migration (before start_live_migration_on_source)."""
+        await self._migrate("hcs::System::InitializeLiveMigrationOnSource", "initialize_live_migration", options)
+
+    async def start_live_migration_on_source(self, config: MigrationConfig) -> None:
+        """Begin the source side of the migration over config's socket and session; returns once HCS accepted it
+        (progress: migration_notifications())."""
+        await self._migrate("hcs::System::StartLiveMigrationOnSource", "start_live_migration",
+                            config.start_options(), config)
+
+    async def start_live_migration_transfer(
+            self, options: schema2.MigrationTransferOptions | Document | None = None) -> None:
+        """Start the memory transfer phase."""
+        await self._migrate("hcs::System::StartLiveMigrationTransfer", "start_live_migration_transfer", options)
+
+    async def finalize_live_migration(
+            self, options: schema2.MigrationFinalizedOptions | Document | None = None) -> None:
+        """Conclude the migration on this side: MigrationFinalizedOptions says whether the system resumes or
+        stops."""
+        await self._migrate("hcs::System::FinalizeLiveMigration", "finalize_live_migration", options)
+
+    async def cancel_live_migration(self, options: schema2.MigrationCancelOptions | Document | None = None) -> None:
+        """Cancel the migration in flight; may run while another step is still waiting for HCS."""
+        await self._migrate("hcs::System::CancelLiveMigration", "cancel_live_migration", options)
+
+    def migration_notifications(self) -> MigrationNotifications:
+        """The system's live-migration notifications from now on (hcsshim.hcs.migration), until it stops or is
+        closed: an async iterator of OperationSystemMigrationNotificationInfo."""
+        return MigrationNotifications(self._events.subscribe(), self._id)
 
     # -- closing
 

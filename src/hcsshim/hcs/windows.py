@@ -19,6 +19,11 @@
   if that fails too is the create an error. The stdio HANDLEs become file descriptors (msvcrt.open_osfhandle);
   off Windows, where a stand-in computecore (tests/fakehcs) hands out descriptors, they are taken as they are.
 * **Create leaves nothing behind.** A system whose creation fails after HCS made it is terminated and closed.
+* **Live migration** (backend.MigrationHandle, as upstream's migration.go): each step is one operation waited
+  for without a watchdog (INFINITE, as upstream); the steps over the transport socket first add it to their
+  operation (HcsAddResourceToOperation: Socket, resourcepaths.LIVE_MIGRATION_SOCKET_URI, the socket's handle).
+  Steps run concurrently, so a cancel reaches HCS while another step waits. On a Windows whose computecore lacks
+  the live-migration exports a step fails with ERROR_NOT_SUPPORTED naming the missing export.
 
 Unverified on Windows: written against the documented contracts and tested against the fake computecore.
 """
@@ -35,7 +40,8 @@ from typing import Any, TypeVar
 
 from hcsshim.hcs import timeouts
 from hcsshim.hcs.backend import EVENT_PROCESS_EXITED, EVENT_SYSTEM_EXITED, CallError, Event, EventSink, ProcessInfo
-from hcsshim.hcs.errors import code_message, parse_result_error
+from hcsshim.hcs.errors import ErrNotSupported, code_message, hresult_from_win32, parse_result_error
+from hcsshim.hcs.resourcepaths import LIVE_MIGRATION_SOCKET_URI
 from hcsshim.hcs.win32 import callbacks
 from hcsshim.hcs.win32 import computecore as cc
 from hcsshim.hcs.win32.cdefs import HcsProcess, HcsSystem, ProcessInformation
@@ -371,6 +377,41 @@ class WindowsSystem(_Handle):
             return process
 
         return WindowsProcess(await self._calls.run(open_, cc.close_process), pid, _Calls(), events)
+
+    # -- live migration (backend.MigrationHandle)
+
+    async def _migrate(self, call: Callable[[Any], object], socket: int | None = None) -> None:
+        """Run migration step `call(operation)`, the transport socket added to its operation first when given."""
+        def step(op: Any) -> None:
+            if socket is not None:
+                cc.add_resource_to_operation(op, cc.RESOURCE_TYPE_SOCKET, LIVE_MIGRATION_SOCKET_URI, socket)
+            call(op)
+
+        try:
+            await self._run(step)
+        except CallError as err:
+            if not isinstance(err.__cause__, MissingExportError):
+                raise
+            raise CallError(hresult_from_win32(ErrNotSupported), f"{err}: live migration needs a newer Windows",
+                            function=err.function) from err
+
+    async def start_migration_destination(self, options: str, socket: int) -> None:
+        await self._migrate(lambda op: cc.start_compute_system(self.handle, op, options), socket)
+
+    async def initialize_live_migration(self, options: str) -> None:
+        await self._migrate(lambda op: cc.initialize_live_migration_on_source(self.handle, op, options))
+
+    async def start_live_migration(self, options: str, socket: int) -> None:
+        await self._migrate(lambda op: cc.start_live_migration_on_source(self.handle, op, options), socket)
+
+    async def start_live_migration_transfer(self, options: str) -> None:
+        await self._migrate(lambda op: cc.start_live_migration_transfer(self.handle, op, options))
+
+    async def finalize_live_migration(self, options: str) -> None:
+        await self._migrate(lambda op: cc.finalize_live_migration(self.handle, op, options))
+
+    async def cancel_live_migration(self, options: str) -> None:
+        await self._migrate(lambda op: cc.cancel_live_migration(self.handle, op, options))
 
     def _release(self) -> None:
         cc.close_compute_system(self.handle)

@@ -1,11 +1,13 @@
 """The fake HCS libraries (fakehcs.c) for the win32 binding tests: building them with the C compiler, and driving
 their test-control exports from Python.
 
-`build(directory)` compiles four shared objects with `cc -shared -fPIC` (the compiler is $CC, else the first of
+`build(directory)` compiles five shared objects with `cc -shared -fPIC` (the compiler is $CC, else the first of
 cc, gcc, clang on PATH): libfakecom.so (CoTaskMemAlloc/CoTaskMemFree, counting), libfakecomputecore.so,
 libfakecomputecore_old.so (an "older Windows" lacking the live-migration exports and
 HcsGetProcessorCompatibilityFromSavedState) and libfakevmcompute.so; the DLL fakes link against libfakecom.so so
 one allocator serves both. No compiler is an error (CompilerMissing), never a skip: `make setup` installs gcc.
+libfakejobobject.so (fakejob.c) stands in for both kernel32.dll and ntdll.dll as far as job objects go
+(hcsshim.hcs.win32.jobobject); `FakeJobs` drives it.
 
 The control side deliberately does not use the bindings' own marshalling: strings handed to the fake are encoded
 here, and what the fake received comes back as the JSON records it wrote.
@@ -24,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hcsshim.hcs.win32 import jobobject
 from hcsshim.hcs.win32.callbacks import REGISTRY
 from hcsshim.hcs.win32.loader import set_library
 
 SOURCE = Path(__file__).with_name("fakehcs.c")
+JOB_SOURCE = Path(__file__).with_name("fakejob.c")
 COMPILERS = ("cc", "gcc", "clang")
 
 
@@ -55,13 +59,15 @@ class Built:
     computecore: Path
     computecore_old: Path
     vmcompute: Path
+    jobobject: Path
 
 
 def build(directory: Path) -> Built:
     """Compile the fakes into `directory`."""
     cc = find_compiler()
     out = Built(directory / "libfakecom.so", directory / "libfakecomputecore.so",
-                directory / "libfakecomputecore_old.so", directory / "libfakevmcompute.so")
+                directory / "libfakecomputecore_old.so", directory / "libfakevmcompute.so",
+                directory / "libfakejobobject.so")
     common = ["-shared", "-fPIC", "-O1", "-g", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"]
     link_com = [f"-L{directory}", "-l:libfakecom.so", f"-Wl,-rpath,{directory}"]
     jobs = [
@@ -69,9 +75,10 @@ def build(directory: Path) -> Built:
         (out.computecore, ["-DFAKE_COMPUTECORE", *link_com]),
         (out.computecore_old, ["-DFAKE_COMPUTECORE", "-DFAKE_OLD_BUILD", *link_com]),
         (out.vmcompute, ["-DFAKE_VMCOMPUTE", *link_com]),
+        (out.jobobject, []),
     ]
     for target, flags in jobs:
-        command = [cc, *common, "-o", str(target), str(SOURCE), *flags]
+        command = [cc, *common, "-o", str(target), str(JOB_SOURCE if target == out.jobobject else SOURCE), *flags]
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"building {target.name} failed ({' '.join(command)}):\n{done.stderr}")
@@ -183,6 +190,55 @@ class FakeDll:
         return int(self.dll.fake_fire_notification(handle, notification_type, st, buf, int(threaded)))
 
 
+class FakeJobs:
+    """The test-control exports of libfakejobobject.so: named jobs with canned counters and member processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dll = d = ctypes.CDLL(str(path))
+        d.fake_job_define.argtypes = [ctypes.c_char_p]
+        d.fake_job_set_counters.argtypes = [ctypes.c_int, *[ctypes.c_uint64] * 2, *[ctypes.c_int64] * 2,
+                                            *[ctypes.c_uint64] * 4, ctypes.c_int]
+        d.fake_job_add_process.argtypes = [ctypes.c_int, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_int, ctypes.c_int]
+        d.fake_job_fail.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
+        d.fake_job_affinities.restype = ctypes.c_char_p
+        d.fake_job_calls.restype = ctypes.c_char_p
+
+    def reset(self) -> None:
+        self.dll.fake_job_reset()
+
+    def define(self, name: str) -> int:
+        """A job named `name` (e.g. "\\Container_c1"), I/O tracking on; its index for the other calls."""
+        return int(self.dll.fake_job_define(name.encode()))
+
+    def set_counters(self, job: int, *, job_memory: int = 0, peak_job_memory: int = 0, user_time: int = 0,
+                     kernel_time: int = 0, read_count: int = 0, read_bytes: int = 0, write_count: int = 0,
+                     write_bytes: int = 0, io_tracking: bool = True) -> None:
+        self.dll.fake_job_set_counters(job, job_memory, peak_job_memory, user_time, kernel_time, read_count,
+                                       read_bytes, write_count, write_bytes, int(io_tracking))
+
+    def add_process(self, job: int, pid: int, private_working_set: int = 0, *, openable: bool = True,
+                    in_job: bool = True) -> None:
+        self.dll.fake_job_add_process(job, pid, private_working_set, int(openable), int(in_job))
+
+    def fail(self, function: str, code: int) -> None:
+        """Make `function` fail with `code` (a Win32 error; an NTSTATUS for Nt* functions); 0 clears it."""
+        self.dll.fake_job_fail(function.encode(), code)
+
+    def affinities(self, job: int) -> list[tuple[int, int]]:
+        """The (group, mask) pairs set on the job."""
+        return [(g, m) for g, m in json.loads(self.dll.fake_job_affinities(job))]
+
+    def open_handles(self) -> int:
+        return int(self.dll.fake_job_open_handles())
+
+    def calls(self) -> list[dict[str, Any]]:
+        return json.loads(self.dll.fake_job_calls())
+
+    def functions(self) -> list[str]:
+        return [c["function"] for c in self.calls()]
+
+
 @dataclass
 class Fakes:
     """The loaded fakes of one test, with the bindings pointed at them."""
@@ -192,11 +248,13 @@ class Fakes:
     computecore: FakeDll
     computecore_old: FakeDll
     vmcompute: FakeDll
+    jobs: FakeJobs
 
     def reset(self) -> None:
         for fake in (self.computecore, self.computecore_old, self.vmcompute):
             fake.reset()
         self.com.reset_counters()
+        self.jobs.reset()
 
 
 _BUILT: dict[str, Built] = {}
@@ -212,11 +270,13 @@ def build_once(directory_factory: Any) -> Built:
 def install(built: Built) -> Fakes:
     """Point the bindings at the fakes (set_library) and reset the fakes' records."""
     fakes = Fakes(built, FakeCom(built.com), FakeDll(built.computecore), FakeDll(built.computecore_old),
-                  FakeDll(built.vmcompute))
+                  FakeDll(built.vmcompute), FakeJobs(built.jobobject))
     fakes.reset()
     set_library("com", built.com)
     set_library("computecore", built.computecore)
     set_library("vmcompute", built.vmcompute)
+    for library in (jobobject.KERNEL32, jobobject.NTDLL):
+        library.redirect(built.jobobject)
     return fakes
 
 
@@ -224,12 +284,14 @@ def uninstall() -> None:
     """Restore the bindings' default libraries."""
     for name in ("com", "computecore", "vmcompute"):
         set_library(name, None)
+    for library in (jobobject.KERNEL32, jobobject.NTDLL):
+        library.redirect(None)
 
 
 @contextlib.contextmanager
 def installed(directory_factory: Any) -> Iterator[Fakes]:
     """The fakes installed for one test; afterwards, checks that every string the fakes returned was freed
-    exactly once and that no callback handler outlived its handle."""
+    exactly once, that no callback handler outlived its handle and that no job-object handle was left open."""
     fakes = install(build_once(directory_factory))
     REGISTRY.clear()
     try:
@@ -241,3 +303,4 @@ def installed(directory_factory: Any) -> Iterator[Fakes]:
     assert fakes.com.bad_frees() == 0, "a string was freed twice or was never allocated by the fake"
     assert fakes.com.live_allocations() == 0, "a returned string was not freed"
     assert leftovers == 0, "a callback handler outlived its handle"
+    assert fakes.jobs.open_handles() == 0, "a job object or process handle was left open"

@@ -39,6 +39,8 @@ handle lacks one; a backend that has the methods but cannot serve them on this h
   take its handle, which the backend hands HCS with the operation (HcsAddResourceToOperation, Socket,
   resourcepaths.LIVE_MIGRATION_SOCKET_URI). Its events are the system's `EVENT_GROUP_LIVE_MIGRATION` events,
   whose data is an OperationSystemMigrationNotificationInfo document, delivered to the sink like any other.
+* **The silo** (`SiloHandle`, process-isolated containers): the container's server silo job object, which HCS
+  owns, changed directly rather than through HCS: its CPU group affinities (upstream's SetCPUGroupAffinities).
 """
 
 from __future__ import annotations
@@ -51,8 +53,8 @@ from typing import Any, Protocol, runtime_checkable
 from hcsshim import gojson
 from hcsshim.hcs.errors import Errno, ErrorEvent, unwrap
 
-__all__ = ["Backend", "CallError", "Event", "EventSink", "MigrationHandle", "ProcessHandle",
-           "ProcessInfo", "SystemHandle", "document_text", "events_of", "raising",
+__all__ = ["Backend", "CallError", "Event", "EventSink", "GroupAffinity", "MigrationHandle", "ProcessHandle",
+           "ProcessInfo", "SiloHandle", "SystemHandle", "document_text", "events_of", "raising",
            "supports"]
 
 # HCS_EVENT_TYPE (computecore): the values a backend's events carry
@@ -209,6 +211,22 @@ class MigrationHandle(Protocol):
     async def cancel_live_migration(self, options: str) -> None: ...  # MigrationCancelOptions
 
 
+
+@dataclass(frozen=True)
+class GroupAffinity:
+    """GROUP_AFFINITY (upstream's jobobject.GroupAffinity): a processor group and the bitmask of its processors."""
+
+    mask: int
+    group: int = 0
+
+
+@runtime_checkable
+class SiloHandle(Protocol):
+    """A SystemHandle of a process-isolated container whose silo job object the backend can open."""
+
+    async def set_silo_cpu_group_affinities(self, affinities: Sequence[GroupAffinity]) -> None: ...
+
+
 def supports(handle: object, capability: type[Any]) -> bool:
-    """Whether `handle` offers an optional capability (MigrationHandle): has all its methods."""
+    """Whether `handle` offers an optional capability (MigrationHandle, SiloHandle): has all its methods."""
     return isinstance(handle, capability)

@@ -33,6 +33,10 @@ Live migration (upstream's v2-only methods, hcsshim.hcs.migration): `initialize_
 `start` does); `migration_notifications()` streams the GroupLiveMigration events as documents. They need a backend
 whose handle can migrate (backend.MigrationHandle): otherwise, as on a closed system, they fail before reaching
 HCS, with ErrNotSupported.
+
+CPU groups: `set_cpu_group_affinities` pins a container's processes to processor groups on its silo job object
+(upstream's SetCPUGroupAffinities; backend.SiloHandle): containers only, ErrNotSupported for other systems and
+for backends without silos.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from hcsshim import gojson
@@ -50,7 +54,9 @@ from hcsshim.hcs.backend import (
     EVENT_SYSTEM_EXITED,
     Backend,
     Event,
+    GroupAffinity,
     MigrationHandle,
+    SiloHandle,
     SystemHandle,
     document_text,
     events_of,
@@ -384,6 +390,22 @@ class System:
         with raising(lambda err: self._error(op, err)):
             handle = await self._handle.open_process(pid)
         return Process(self, handle, pid)
+
+    async def set_cpu_group_affinities(self, affinities: Sequence[GroupAffinity]) -> None:
+        """Pin the container to these processor groups and masks, on its silo's job object (HCS's container schema
+        has no such setting). Call it after create and before start, so the init process joins an already pinned
+        silo; a running silo takes it too. Containers only; at least one affinity."""
+        op = "hcs::System::SetCPUGroupAffinities"
+        self._check_open(op)
+        if self._type != "container":
+            raise self._error(op, Errno(ErrNotSupported, "cpu group affinities are only supported on container "
+                                                         f"compute systems, got {self._type!r}"))
+        if not affinities:
+            raise self._error(op, ValueError("affinities must be non-empty"))
+        if not supports(self._handle, SiloHandle):
+            raise self._error(op, ErrNotSupported)
+        with raising(lambda err: self._error(op, err)):
+            await cast(SiloHandle, self._handle).set_silo_cpu_group_affinities(list(affinities))
 
     # -- live migration
 

@@ -24,6 +24,9 @@
   operation (HcsAddResourceToOperation: Socket, resourcepaths.LIVE_MIGRATION_SOCKET_URI, the socket's handle).
   Steps run concurrently, so a cancel reaches HCS while another step waits. On a Windows whose computecore lacks
   the live-migration exports a step fails with ERROR_NOT_SUPPORTED naming the missing export.
+* **The silo** (backend.SiloHandle): a container's silo job object is opened by name, used and closed in a worker
+  thread (hcsshim.hcs.silo) under the handle's calls, so close waits for it too; a failure names the function and
+  the silo.
 
 Unverified on Windows: written against the documented contracts and tested against the fake computecore.
 """
@@ -35,11 +38,19 @@ import ctypes
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from hcsshim.hcs import timeouts
-from hcsshim.hcs.backend import EVENT_PROCESS_EXITED, EVENT_SYSTEM_EXITED, CallError, Event, EventSink, ProcessInfo
+from hcsshim.hcs import silo, timeouts
+from hcsshim.hcs.backend import (
+    EVENT_PROCESS_EXITED,
+    EVENT_SYSTEM_EXITED,
+    CallError,
+    Event,
+    EventSink,
+    GroupAffinity,
+    ProcessInfo,
+)
 from hcsshim.hcs.errors import ErrNotSupported, code_message, hresult_from_win32, parse_result_error
 from hcsshim.hcs.resourcepaths import LIVE_MIGRATION_SOCKET_URI
 from hcsshim.hcs.win32 import callbacks
@@ -412,6 +423,19 @@ class WindowsSystem(_Handle):
 
     async def cancel_live_migration(self, options: str) -> None:
         await self._migrate(lambda op: cc.cancel_live_migration(self.handle, op, options))
+
+    # -- the silo (backend.SiloHandle)
+
+    async def _silo(self, fn: Callable[[], T]) -> T:
+        """`fn()`, a blocking call on the container's silo, in a thread; a failure names the function and the silo."""
+        try:
+            return await self._calls.run(fn)
+        except CallError as err:
+            raise CallError(err.hresult, f"{err.function} {silo.silo_name(self.id)}: {err}",
+                            function=err.function) from err
+
+    async def set_silo_cpu_group_affinities(self, affinities: Sequence[GroupAffinity]) -> None:
+        await self._silo(lambda: silo.set_cpu_group_affinities(self.id, affinities))
 
     def _release(self) -> None:
         cc.close_compute_system(self.handle)

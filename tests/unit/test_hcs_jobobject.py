@@ -1,12 +1,14 @@
 """Job objects: the kernel32/ntdll binding (hcsshim.hcs.win32.jobobject) against the fake job-object library
 (tests/fakehcs/fakejob.c), and what System does with a container's silo through the Windows backend:
-SetCPUGroupAffinities (B15). Every test ends with no job-object or process handle left open (the fixture checks)."""
+SetCPUGroupAffinities (B15) and the in-process Statistics of PropertiesV2 (D3). Every test ends with no
+job-object or process handle left open (the fixture checks)."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Coroutine, Iterator
@@ -15,7 +17,8 @@ from typing import Any, TypeVar
 import fakehcs
 import pytest
 
-from hcsshim.hcs import errors
+from hcsshim import gojson
+from hcsshim.hcs import errors, schema2
 from hcsshim.hcs.backend import GroupAffinity
 from hcsshim.hcs.system import System, create_compute_system
 from hcsshim.hcs.win32 import jobobject as J
@@ -250,5 +253,113 @@ def test_a_backend_without_silos_says_not_supported() -> None:
             await system.set_cpu_group_affinities([GroupAffinity(1)])
         assert errors.is_not_supported(caught.value)
         await system.close()
+
+    go(body())
+
+
+# -- System.properties_v2: Statistics in process (D3) ---------------------------------------------------------
+
+
+def busy_silo(jobs: fakehcs.FakeJobs, **counters: Any) -> int:
+    index = jobs.define(SILO)
+    jobs.set_counters(index, **{"job_memory": 64 << 20, "peak_job_memory": 96 << 20, "user_time": 70,
+                                "kernel_time": 30, "read_count": 3, "read_bytes": 3 << 12, "write_count": 2,
+                                "write_bytes": 2 << 12, **counters})
+    jobs.add_process(index, 8, private_working_set=5 << 20)
+    jobs.add_process(index, 9, private_working_set=7 << 20)
+    return index
+
+
+def properties_queries(fakes: fakehcs.Fakes) -> list[str]:
+    return [c["args"]["propertyQuery"] for c in fakes.computecore.calls()
+            if c["function"] == "HcsGetComputeSystemProperties"]
+
+
+def test_a_windows_container_statistics_come_from_its_silo_without_asking_hcs(fakes: fakehcs.Fakes) -> None:
+    busy_silo(fakes.jobs)
+
+    async def body() -> None:
+        async with await created(fakes) as system:
+            await system.start()
+            asked = len(properties_queries(fakes))
+            props = await system.properties_v2("Statistics")
+            assert len(properties_queries(fakes)) == asked  # HCS was not asked
+            assert (props.id, props.system_type, props.runtime_os_type) == ("c1", "container", "windows")
+            stats = props.statistics
+            assert stats is not None and stats.memory and stats.processor and stats.storage
+            assert stats.memory.to_json() == {"MemoryUsageCommitBytes": 64 << 20,
+                                              "MemoryUsageCommitPeakBytes": 96 << 20,
+                                              "MemoryUsagePrivateWorkingSetBytes": 12 << 20}
+            assert stats.processor.to_json() == {"TotalRuntime100ns": 100, "RuntimeUser100ns": 70,
+                                                 "RuntimeKernel100ns": 30}
+            assert stats.storage.to_json() == {"ReadCountNormalized": 3, "ReadSizeBytes": 3 << 12,
+                                               "WriteCountNormalized": 2, "WriteSizeBytes": 2 << 12}
+            assert stats.uptime_100ns > 0 and stats.timestamp.endswith("Z") and stats.timestamp >= \
+                stats.container_start_time > "2000"
+            assert schema2.Properties.from_json(json.loads(gojson.dumps(props))) == props  # a valid document
+        assert fakes.jobs.open_handles() == 0
+
+    go(body())
+
+
+def test_other_types_asked_along_come_from_hcs_and_the_silo_statistics_win(fakes: fakehcs.Fakes) -> None:
+    busy_silo(fakes.jobs)
+
+    async def body() -> None:
+        async with await created(fakes) as system:
+            fakes.computecore.set_result("HcsWaitForOperationResult", 0, json.dumps(
+                {"Id": "c1", "Owner": "HCS", "State": "Running", "Statistics": {"Uptime100ns": 1},
+                 "ProcessList": [{"ProcessId": 4, "ImageName": "init"}]}))
+            props = await system.properties_v2("Statistics", "ProcessList")
+            assert properties_queries(fakes)[-1] == '{"PropertyTypes":["ProcessList"]}'
+            assert (props.state, props.owner, props.process_list[0].image_name) == ("Running", "", "init")
+            assert props.statistics is not None and props.statistics.memory is not None
+            assert props.statistics.memory.memory_usage_private_working_set_bytes == 12 << 20
+
+    go(body())
+
+
+@pytest.mark.parametrize("trouble", ["no silo", "no io tracking"])
+def test_when_the_silo_cannot_be_read_hcs_answers_for_statistics_too(fakes: fakehcs.Fakes, trouble: str,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    if trouble == "no io tracking":
+        busy_silo(fakes.jobs, io_tracking=False)
+
+    async def body() -> None:
+        async with await created(fakes) as system:
+            fakes.computecore.set_result("HcsWaitForOperationResult", 0, json.dumps(
+                {"Id": "c1", "Statistics": {"Uptime100ns": 77}}))
+            props = await system.properties_v2("Statistics", "Memory")
+            assert properties_queries(fakes)[-1] == '{"PropertyTypes":["Statistics","Memory"]}'
+            assert props.statistics is not None and props.statistics.uptime_100ns == 77
+        assert fakes.jobs.open_handles() == 0
+
+    with caplog.at_level(logging.WARNING, logger="hcsshim.hcs"):
+        go(body())
+    assert "failed to get statistics in-proc" in caplog.text
+
+
+def test_a_container_this_object_did_not_start_has_no_uptime(fakes: fakehcs.Fakes) -> None:
+    busy_silo(fakes.jobs)
+
+    async def body() -> None:
+        async with await created(fakes) as system:
+            stats = (await system.properties_v2("Statistics")).statistics
+            assert stats is not None and (stats.uptime_100ns, stats.container_start_time) == (0, gojson.ZERO_TIME)
+
+    go(body())
+
+
+@pytest.mark.parametrize(("system_type", "os"), [("VirtualMachine", "Windows"), ("Container", "Linux")])
+def test_other_systems_ask_hcs_for_statistics(fakes: fakehcs.Fakes, system_type: str, os: str) -> None:
+    busy_silo(fakes.jobs)
+
+    async def body() -> None:
+        props = {"Id": "c1", "SystemType": system_type, "RuntimeOsType": os}
+        fakes.computecore.set_result("HcsWaitForOperationResult", 0, json.dumps(props))
+        async with await create_compute_system("c1", "{}", backend=WindowsBackend()) as system:
+            await system.properties_v2("Statistics")
+            assert properties_queries(fakes)[-1] == '{"PropertyTypes":["Statistics"]}'
+        assert fakes.jobs.calls() == []
 
     go(body())

@@ -40,7 +40,8 @@ handle lacks one; a backend that has the methods but cannot serve them on this h
   resourcepaths.LIVE_MIGRATION_SOCKET_URI). Its events are the system's `EVENT_GROUP_LIVE_MIGRATION` events,
   whose data is an OperationSystemMigrationNotificationInfo document, delivered to the sink like any other.
 * **The silo** (`SiloHandle`, process-isolated containers): the container's server silo job object, which HCS
-  owns, changed directly rather than through HCS: its CPU group affinities (upstream's SetCPUGroupAffinities).
+  owns, read and changed directly rather than through HCS: its counters (`SiloStatistics`, upstream's
+  statisticsInProc) and its CPU group affinities (upstream's SetCPUGroupAffinities).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from hcsshim import gojson
 from hcsshim.hcs.errors import Errno, ErrorEvent, unwrap
 
 __all__ = ["Backend", "CallError", "Event", "EventSink", "GroupAffinity", "MigrationHandle", "ProcessHandle",
-           "ProcessInfo", "SiloHandle", "SystemHandle", "document_text", "events_of", "raising",
+           "ProcessInfo", "SiloHandle", "SiloStatistics", "SystemHandle", "document_text", "events_of", "raising",
            "supports"]
 
 # HCS_EVENT_TYPE (computecore): the values a backend's events carry
@@ -220,10 +221,30 @@ class GroupAffinity:
     group: int = 0
 
 
+@dataclass(frozen=True)
+class SiloStatistics:
+    """A process-isolated container's counters as its silo job object keeps them: `timestamp` (time.time(), taken
+    before the queries), commit and peak commit (JOBOBJECT_MEMORY_USAGE_INFORMATION), kernel and user time in
+    100 ns (JOBOBJECT_BASIC_ACCOUNTING_INFORMATION), the read and write counts and bytes
+    (JOBOBJECT_IO_ATTRIBUTION_INFORMATION) and the private working set of the processes in the silo."""
+
+    timestamp: float
+    memory_commit_bytes: int
+    memory_commit_peak_bytes: int
+    kernel_time_100ns: int
+    user_time_100ns: int
+    read_count: int
+    read_bytes: int
+    write_count: int
+    write_bytes: int
+    private_working_set_bytes: int
+
+
 @runtime_checkable
 class SiloHandle(Protocol):
     """A SystemHandle of a process-isolated container whose silo job object the backend can open."""
 
+    async def silo_statistics(self) -> SiloStatistics: ...
     async def set_silo_cpu_group_affinities(self, affinities: Sequence[GroupAffinity]) -> None: ...
 
 

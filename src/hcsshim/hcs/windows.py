@@ -50,6 +50,7 @@ from hcsshim.hcs.backend import (
     EventSink,
     GroupAffinity,
     ProcessInfo,
+    SiloStatistics,
 )
 from hcsshim.hcs.errors import ErrNotSupported, code_message, hresult_from_win32, parse_result_error
 from hcsshim.hcs.resourcepaths import LIVE_MIGRATION_SOCKET_URI
@@ -433,6 +434,9 @@ class WindowsSystem(_Handle):
         except CallError as err:
             raise CallError(err.hresult, f"{err.function} {silo.silo_name(self.id)}: {err}",
                             function=err.function) from err
+
+    async def silo_statistics(self) -> SiloStatistics:
+        return await self._silo(lambda: silo.statistics(self.id))
 
     async def set_silo_cpu_group_affinities(self, affinities: Sequence[GroupAffinity]) -> None:
         await self._silo(lambda: silo.set_cpu_group_affinities(self.id, affinities))

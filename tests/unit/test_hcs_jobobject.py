@@ -18,7 +18,7 @@ import fakehcs
 import pytest
 
 from hcsshim import gojson
-from hcsshim.hcs import errors, schema2
+from hcsshim.hcs import blocking, errors, schema2
 from hcsshim.hcs.backend import GroupAffinity
 from hcsshim.hcs.system import System, create_compute_system
 from hcsshim.hcs.win32 import jobobject as J
@@ -363,3 +363,15 @@ def test_other_systems_ask_hcs_for_statistics(fakes: fakehcs.Fakes, system_type:
         assert fakes.jobs.calls() == []
 
     go(body())
+
+
+def test_the_blocking_wrapper_pins_the_silo_as_well(fakes: fakehcs.Fakes) -> None:
+    index = fakes.jobs.define(SILO)
+    props = {"Id": "c1", "SystemType": "Container", "RuntimeOsType": "Windows"}
+    fakes.computecore.set_result("HcsWaitForOperationResult", 0, json.dumps(props))
+    with blocking.create_compute_system("c1", "{}", backend=WindowsBackend()) as system:
+        system.set_cpu_group_affinities([GroupAffinity(mask=0x1)])
+        with pytest.raises(errors.SystemError, match="hcs::System::CancelLiveMigration c1"):
+            fakes.computecore.set_result("HcsWaitForOperationResult", 0x80070005, "")
+            system.cancel_live_migration()
+    assert fakes.jobs.affinities(index) == [(0, 0x1)]

@@ -18,6 +18,8 @@ The map of the package (see each module's docstring):
 | `hcsshim.hcs.windows` | the Windows backend: the contract over computecore.dll (hcsshim.hcs.win32) |
 | `hcsshim.hcs.windows_v1`, `.waithelper` | the v1 Windows backend over vmcompute.dll: callbacks, pending waits |
 | `hcsshim.hcs.linux` | the Linux backend: compute systems that are QEMU machines (its own map) |
+| `hcsshim.hcs.migration` | live migration: the step documents, the socket, the notifications as a stream |
+| `hcsshim.hcs.silo` | a Windows container's silo job object: CPU-group affinity, in-process statistics |
 | `hcsshim.hcs.signals` | signal validation and mapping for LCOW and WCOW processes (upstream's internal/signals) |
 | `hcsshim.hcs.timeouts` | the HCSSHIM_TIMEOUT_* watchdog timeouts |
 """

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 from hcsshim.hcs import schema1, schema2, service
-from hcsshim.hcs.backend import Backend
+from hcsshim.hcs.backend import Backend, GroupAffinity
+from hcsshim.hcs.migration import MigrationConfig
 from hcsshim.hcs.process import Process, Stdio
 from hcsshim.hcs.system import Document, System
 from hcsshim.hcs.system import create_compute_system as _create
@@ -198,6 +199,28 @@ class BlockingSystem:
 
     def modify(self, request: Document) -> None:
         run(self.system.modify(request))
+
+    def set_cpu_group_affinities(self, affinities: Sequence[GroupAffinity]) -> None:
+        run(self.system.set_cpu_group_affinities(affinities))
+
+    # live migration (System's; its notifications are an async stream: use the System itself for them)
+    def start_with_migration_options(self, config: MigrationConfig) -> None:
+        run(self.system.start_with_migration_options(config))
+
+    def initialize_live_migration_on_source(self, options: Document | None = None) -> None:
+        run(self.system.initialize_live_migration_on_source(options))
+
+    def start_live_migration_on_source(self, config: MigrationConfig) -> None:
+        run(self.system.start_live_migration_on_source(config))
+
+    def start_live_migration_transfer(self, options: Document | None = None) -> None:
+        run(self.system.start_live_migration_transfer(options))
+
+    def finalize_live_migration(self, options: Document | None = None) -> None:
+        run(self.system.finalize_live_migration(options))
+
+    def cancel_live_migration(self, options: Document | None = None) -> None:
+        run(self.system.cancel_live_migration(options))
 
     def wait(self, timeout: float | None = None) -> None:
         """Until the system stops (TimeoutError after `timeout` seconds)."""

@@ -11,6 +11,7 @@ vmcompute.dll (HCS v1, its 26 compute-system and process exports), loaded lazily
 | `computecore` | the 60 v2 exports, event types and options |
 | `operation` | the v2 run-an-operation pattern: create, call, wait (cancel on timeout), close |
 | `vmcompute` | the 26 v1 exports and the notification codes |
+| `jobobject` | the kernel32/ntdll job-object functions of a silo (open by NT name, query and set information) |
 
 Importing loads nothing; on Linux the tests point the libraries at a fake with the same C interface
 (tests/fakehcs).

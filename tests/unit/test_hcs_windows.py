@@ -15,6 +15,7 @@ import pytest
 
 from hcsshim.hcs import timeouts
 from hcsshim.hcs import windows as W
+from hcsshim.hcs import winshared as S
 from hcsshim.hcs.backend import EVENT_PROCESS_EXITED, EVENT_SYSTEM_EXITED, CallError, Event, ProcessInfo
 from hcsshim.hcs.errors import is_not_exist
 from hcsshim.hcs.win32 import callbacks, loader
@@ -197,7 +198,7 @@ def test_process_calls_send_their_documents(fake: fakehcs.FakeDll) -> None:
 
 def test_null_and_invalid_stdio_handles_are_no_pipe() -> None:
     info = ProcessInformation(3, 0, W._INVALID_HANDLE_VALUE, 0)
-    assert W._descriptors(info) == ProcessInfo(3, None, None, None)
+    assert S.descriptors(info) == ProcessInfo(3, None, None, None)
 
 
 def test_service_calls_reach_computecore(fake: fakehcs.FakeDll) -> None:
@@ -215,7 +216,7 @@ def test_service_calls_reach_computecore(fake: fakehcs.FakeDll) -> None:
 
 def test_drain_waits_for_a_call_whose_caller_was_cancelled() -> None:
     async def body() -> None:
-        calls = W._Calls()
+        calls = S.Calls()
         release = threading.Event()
         finished: list[str] = []
 
@@ -241,7 +242,7 @@ def test_drain_waits_for_a_call_whose_caller_was_cancelled() -> None:
 
 def test_what_a_cancelled_call_returns_is_released() -> None:
     async def body() -> None:
-        calls = W._Calls()
+        calls = S.Calls()
         release = threading.Event()
         released: list[str] = []
         caller = asyncio.ensure_future(calls.run(lambda: release.wait(5) and "handle", released.append))

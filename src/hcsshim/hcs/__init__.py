@@ -16,6 +16,7 @@ The map of the package (see each module's docstring):
 | `hcsshim.hcs.service` | the backend choice, enumeration, the HCS service's properties and settings |
 | `hcsshim.hcs.blocking` | blocking wrappers of the above, on a private event loop thread |
 | `hcsshim.hcs.windows` | the Windows backend: the contract over computecore.dll (hcsshim.hcs.win32) |
+| `hcsshim.hcs.winshared` | what both Windows backends share: CallError, calls in threads, events to the loop, stdio |
 | `hcsshim.hcs.windows_v1`, `.waithelper` | the v1 Windows backend over vmcompute.dll: callbacks, pending waits |
 | `hcsshim.hcs.linux` | the Linux backend: compute systems that are QEMU machines (its own map) |
 | `hcsshim.hcs.migration` | live migration: the step documents, the socket, the notifications as a stream |

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -46,25 +45,23 @@ from hcsshim.hcs.backend import (
     EVENT_PROCESS_EXITED,
     EVENT_SYSTEM_EXITED,
     CallError,
-    Event,
     EventSink,
     GroupAffinity,
     ProcessInfo,
     SiloStatistics,
 )
-from hcsshim.hcs.errors import ErrNotSupported, code_message, hresult_from_win32, parse_result_error
+from hcsshim.hcs.errors import ErrNotSupported, hresult_from_win32
 from hcsshim.hcs.resourcepaths import LIVE_MIGRATION_SOCKET_URI
-from hcsshim.hcs.win32 import callbacks
 from hcsshim.hcs.win32 import computecore as cc
-from hcsshim.hcs.win32.cdefs import HcsProcess, HcsSystem, ProcessInformation
-from hcsshim.hcs.win32.hresult import MissingExportError, MissingLibraryError, Win32Error
-from hcsshim.hcs.win32.loader import IS_WINDOWS
+from hcsshim.hcs.win32.cdefs import HcsProcess, HcsSystem
+from hcsshim.hcs.win32.hresult import MissingExportError, Win32Error
 from hcsshim.hcs.win32.operation import run_operation, run_process_operation, submit_operation
+from hcsshim.hcs.winshared import Calls, Notifications, call_error, close_descriptors, descriptors, in_thread
 
 if sys.platform == "win32":
-    import msvcrt
+    pass
 
-__all__ = ["WindowsBackend", "WindowsProcess", "WindowsSystem", "call_error"]
+__all__ = ["WindowsBackend", "WindowsProcess", "WindowsSystem", "call_error"]  # call_error: hcsshim.hcs.winshared
 
 log = logging.getLogger("hcsshim.hcs.windows")
 
@@ -73,167 +70,13 @@ _TERMINAL = frozenset({EVENT_SYSTEM_EXITED, EVENT_PROCESS_EXITED})
 _INVALID_HANDLE_VALUE = (1 << (8 * ctypes.sizeof(ctypes.c_void_p))) - 1
 
 
-# -- errors and threads ---------------------------------------------------------------------------------------
-
-
-def call_error(err: Win32Error) -> CallError:
-    """A failed computecore call as the backend's error: its code, message, result document and ErrorEvents."""
-    events = []
-    if err.result_text:
-        try:
-            events = parse_result_error(err.result_text)[2]
-        except ValueError as bad:
-            log.warning("could not parse an HCS result document", extra={"function": err.function,
-                                                                         "error": str(bad)})
-    if err.error_message:
-        message = err.error_message
-    elif IS_WINDOWS or isinstance(err, MissingLibraryError | MissingExportError):
-        message = err.message  # the system's message table, or what the loader said
-    else:
-        message = code_message(err.win32)
-    return CallError(err.hresult, message, function=err.function, result=err.result_text, events=events)
-
-
-def _translated(fn: Callable[[], T]) -> T:
-    try:
-        return fn()
-    except Win32Error as err:
-        raise call_error(err) from err
-
-
-async def _in_thread(fn: Callable[[], T]) -> T:
-    """Run a blocking call in a worker thread, translating its Win32Error; a cancelled caller leaves it running."""
-    return await asyncio.shield(asyncio.to_thread(_translated, fn))
-
-
-class _Calls:
-    """The calls of one handle running in worker threads; `drain` waits until none is."""
-
-    def __init__(self) -> None:
-        self._running: set[asyncio.Task[Any]] = set()
-
-    def _start(self, fn: Callable[[], T]) -> asyncio.Task[T]:
-        task = asyncio.ensure_future(asyncio.to_thread(_translated, fn))
-        self._running.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    async def run(self, fn: Callable[[], T], release: Callable[[T], object] | None = None) -> T:
-        """`fn()` in a thread. When the caller is cancelled the call runs on; what it then returns is given to
-        `release` (in a thread): a handle nobody will receive is closed, not leaked."""
-        task = self._start(fn)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if release is not None:
-                def orphaned(done: asyncio.Task[T]) -> None:
-                    if not done.cancelled() and done.exception() is None:
-                        self._start(lambda: release(done.result()))
-
-                task.add_done_callback(orphaned)
-            raise
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._running.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller that was cancelled no longer reads it
-
-    async def drain(self) -> None:
-        while self._running:
-            await asyncio.wait(set(self._running))
-
-
-# -- events ---------------------------------------------------------------------------------------------------
-
-
-class _Notifications:
-    """One handle's events, from HCS's thread to the sink on the event loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._sink: EventSink | None = None
-        self._pending: list[Event] = []
-        self._terminal_seen = False
-        self._closed = False
-
-    def from_hcs(self, event: callbacks.Event) -> None:
-        """The registered handler: runs on HCS's thread."""
-        try:
-            self._loop.call_soon_threadsafe(self._deliver, Event(event.type, event.data))
-        except RuntimeError:  # the loop is closed: nobody is left to tell
-            log.debug("HCS event after the event loop closed dropped", extra={"event_type": event.type})
-
-    def _deliver(self, event: Event) -> None:
-        if self._closed:
-            return
-        if event.type in _TERMINAL:
-            if self._terminal_seen:
-                return
-            self._terminal_seen = True
-        if self._sink is None:
-            self._pending.append(event)
-        else:
-            self._sink(event)
-
-    def set_sink(self, sink: EventSink) -> None:
-        self._sink = sink
-        pending, self._pending = self._pending, []
-        for event in pending:
-            sink(event)
-
-    def close(self) -> None:
-        self._closed = True
-        self._pending.clear()
-
-
-# -- stdio ----------------------------------------------------------------------------------------------------
-
-
-def _close_raw_handle(handle: int) -> None:
-    if IS_WINDOWS:
-        ctypes.windll.kernel32.CloseHandle(ctypes.c_void_p(handle))  # type: ignore[attr-defined]
-    else:
-        os.close(handle)
-
-
-def _descriptors(info: ProcessInformation) -> ProcessInfo:
-    """The process information with its stdio HANDLEs as descriptors (None for NULL or INVALID_HANDLE_VALUE); on
-    failure every handle is closed."""
-    handles = [h if h not in (0, _INVALID_HANDLE_VALUE) else None
-               for h in (info.std_input, info.std_output, info.std_error)]
-    fds: list[int | None] = []
-    try:
-        for handle in handles:
-            if handle is None:
-                fds.append(None)
-            elif sys.platform == "win32":
-                fds.append(msvcrt.open_osfhandle(handle, 0))
-            else:
-                fds.append(handle)
-    except BaseException:
-        for fd in fds:
-            if fd is not None:
-                os.close(fd)
-        for handle in handles[len(fds):]:
-            if handle is not None:
-                _close_raw_handle(handle)
-        raise
-    return ProcessInfo(info.process_id, fds[0], fds[1], fds[2])
-
-
-def _close_descriptors(info: ProcessInfo) -> None:
-    for fd in (info.stdin, info.stdout, info.stderr):
-        if fd is not None:
-            os.close(fd)
-
-
 # -- handles --------------------------------------------------------------------------------------------------
 
 
 class _Handle:
     """What system and process handles share: their calls, their events and their closing."""
 
-    def __init__(self, calls: _Calls, events: _Notifications) -> None:
+    def __init__(self, calls: Calls, events: Notifications) -> None:
         self._calls = calls
         self._events = events
         self._closing: asyncio.Task[None] | None = None
@@ -265,7 +108,7 @@ class _Handle:
 class WindowsProcess(_Handle):
     """An HCS_PROCESS: backend.ProcessHandle."""
 
-    def __init__(self, handle: HcsProcess, pid: int, calls: _Calls, events: _Notifications) -> None:
+    def __init__(self, handle: HcsProcess, pid: int, calls: Calls, events: Notifications) -> None:
         super().__init__(calls, events)
         self.handle = handle
         self.pid = pid
@@ -279,7 +122,7 @@ class WindowsProcess(_Handle):
     async def info(self) -> ProcessInfo:
         def fetch() -> ProcessInfo:
             _, info, _ = run_process_operation(lambda op: cc.get_process_info(self.handle, op))
-            return _descriptors(info)
+            return descriptors(info)
 
         return await self._calls.run(fetch)
 
@@ -293,7 +136,7 @@ class WindowsProcess(_Handle):
         cc.close_process(self.handle)
 
 
-def _watch_process(process: HcsProcess, events: _Notifications) -> None:
+def _watch_process(process: HcsProcess, events: Notifications) -> None:
     """Register the process's callback; on failure the handle is closed."""
     try:
         cc.set_process_callback(process, events.from_hcs)
@@ -302,7 +145,7 @@ def _watch_process(process: HcsProcess, events: _Notifications) -> None:
         raise
 
 
-def _create_process(system: HcsSystem, parameters: str, events: _Notifications) -> tuple[HcsProcess, ProcessInfo]:
+def _create_process(system: HcsSystem, parameters: str, events: Notifications) -> tuple[HcsProcess, ProcessInfo]:
     made: list[HcsProcess] = []
 
     def create(op: Any) -> HcsProcess:
@@ -323,14 +166,14 @@ def _create_process(system: HcsSystem, parameters: str, events: _Notifications) 
             cc.close_process(process)
             raise create_failed from None  # the recovery's failure would hide the real cause
     try:
-        info = _descriptors(information)
+        info = descriptors(information)
     except BaseException:
         cc.close_process(process)
         raise
     try:
         _watch_process(process, events)
     except BaseException:
-        _close_descriptors(info)
+        close_descriptors(info)
         raise
     return process, info
 
@@ -338,7 +181,7 @@ def _create_process(system: HcsSystem, parameters: str, events: _Notifications) 
 class WindowsSystem(_Handle):
     """An HCS_SYSTEM: backend.SystemHandle."""
 
-    def __init__(self, id: str, handle: HcsSystem, calls: _Calls, events: _Notifications) -> None:
+    def __init__(self, id: str, handle: HcsSystem, calls: Calls, events: Notifications) -> None:
         super().__init__(calls, events)
         self.id = id
         self.handle = handle
@@ -371,24 +214,24 @@ class WindowsSystem(_Handle):
         await self._run(lambda op: cc.modify_compute_system(self.handle, op, request))
 
     async def create_process(self, parameters: str) -> tuple[WindowsProcess, ProcessInfo]:
-        events = _Notifications(asyncio.get_running_loop())
+        events = Notifications(asyncio.get_running_loop())
 
         def orphaned(made: tuple[HcsProcess, ProcessInfo]) -> None:
-            _close_descriptors(made[1])
+            close_descriptors(made[1])
             cc.close_process(made[0])
 
         process, info = await self._calls.run(lambda: _create_process(self.handle, parameters, events), orphaned)
-        return WindowsProcess(process, info.pid, _Calls(), events), info
+        return WindowsProcess(process, info.pid, Calls(), events), info
 
     async def open_process(self, pid: int) -> WindowsProcess:
-        events = _Notifications(asyncio.get_running_loop())
+        events = Notifications(asyncio.get_running_loop())
 
         def open_() -> HcsProcess:
             process = cc.open_process(self.handle, pid)
             _watch_process(process, events)
             return process
 
-        return WindowsProcess(await self._calls.run(open_, cc.close_process), pid, _Calls(), events)
+        return WindowsProcess(await self._calls.run(open_, cc.close_process), pid, Calls(), events)
 
     # -- live migration (backend.MigrationHandle)
 
@@ -454,11 +297,11 @@ def _discard(system: HcsSystem) -> None:
     cc.close_compute_system(system)
 
 
-def _watch_system(system: HcsSystem, events: _Notifications) -> None:
+def _watch_system(system: HcsSystem, events: Notifications) -> None:
     cc.set_compute_system_callback(system, events.from_hcs, cc.EVENT_OPTION_ENABLE_LIVE_MIGRATION_EVENTS)
 
 
-def _create_system(id: str, document: str, events: _Notifications) -> HcsSystem:
+def _create_system(id: str, document: str, events: Notifications) -> HcsSystem:
     made: list[HcsSystem] = []
 
     def create(op: Any) -> HcsSystem:
@@ -475,7 +318,7 @@ def _create_system(id: str, document: str, events: _Notifications) -> HcsSystem:
     return made[0]
 
 
-def _open_system(id: str, events: _Notifications) -> HcsSystem:
+def _open_system(id: str, events: Notifications) -> HcsSystem:
     system = cc.open_compute_system(id)
     try:
         _watch_system(system, events)
@@ -491,20 +334,20 @@ class WindowsBackend:
     name = "windows"
 
     async def create_system(self, id: str, document: str) -> WindowsSystem:
-        events, calls = _Notifications(asyncio.get_running_loop()), _Calls()
+        events, calls = Notifications(asyncio.get_running_loop()), Calls()
         handle = await calls.run(lambda: _create_system(id, document, events), _discard)
         return WindowsSystem(id, handle, calls, events)
 
     async def open_system(self, id: str) -> WindowsSystem:
-        events, calls = _Notifications(asyncio.get_running_loop()), _Calls()
+        events, calls = Notifications(asyncio.get_running_loop()), Calls()
         handle = await calls.run(lambda: _open_system(id, events), cc.close_compute_system)
         return WindowsSystem(id, handle, calls, events)
 
     async def enumerate_systems(self, query: str) -> str:
-        return (await _in_thread(lambda: run_operation(lambda op: cc.enumerate_compute_systems(query, op))))[1]
+        return (await in_thread(lambda: run_operation(lambda op: cc.enumerate_compute_systems(query, op))))[1]
 
     async def service_properties(self, query: str) -> str:
-        return await _in_thread(lambda: cc.get_service_properties(query))
+        return await in_thread(lambda: cc.get_service_properties(query))
 
     async def modify_service(self, settings: str) -> None:
-        await _in_thread(lambda: cc.modify_service_settings(settings))
+        await in_thread(lambda: cc.modify_service_settings(settings))

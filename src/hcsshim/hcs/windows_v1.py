@@ -70,7 +70,7 @@ from hcsshim.hcs.win32 import vmcompute as vm
 from hcsshim.hcs.win32.callbacks import Notification
 from hcsshim.hcs.win32.cdefs import HcsCallback, HcsProcess, HcsSystem
 from hcsshim.hcs.win32.hresult import Win32Error, failed
-from hcsshim.hcs.windows import _Calls, _close_descriptors, _descriptors, _in_thread, _Notifications, call_error
+from hcsshim.hcs.winshared import Calls, Notifications, call_error, close_descriptors, descriptors, in_thread
 
 __all__ = ["EVENT_TYPES", "VmcomputeBackend", "VmcomputeProcess", "VmcomputeSystem", "exit_status",
            "notification_error"]
@@ -128,7 +128,7 @@ class _Watcher:
     """One handle's callback and notifications: HCS's thread hands each to the loop, where it completes waits
     (`channels`) and, as an Event, goes to the sink. `register`/`unregister` run in worker threads."""
 
-    def __init__(self, kind: str, calls: _Calls, **fields: object) -> None:
+    def __init__(self, kind: str, calls: Calls, **fields: object) -> None:
         self.kind = kind
         self.calls = calls
         self.channels = Channels(SYSTEM_CHANNELS if kind == _SYSTEM else PROCESS_CHANNELS)
@@ -136,7 +136,7 @@ class _Watcher:
         self._loop = asyncio.get_running_loop()
         self._fields = fields
         self._callback: HcsCallback | None = None
-        self._events = _Notifications(self._loop)  # the sink's side: kept until set, terminal once, none after close
+        self._events = Notifications(self._loop)  # the sink's side: kept until set, terminal once, none after close
         self._held: list[Event] | None = None  # events behind a ProcessExited whose status is being read
         self._reading: asyncio.Task[None] | None = None
         self._process_exit_seen = False
@@ -193,7 +193,7 @@ class _Watcher:
         if self._held is not None:
             self._held.append(event)
         else:
-            self._events._deliver(event)
+            self._events.deliver(event)
 
     def _process_exited(self, notification: Notification) -> None:
         if self._process_exit_seen:
@@ -295,7 +295,7 @@ class VmcomputeProcess(_Handle):
         await self._call(lambda: vm.terminate_process(HcsProcess(self.handle)))
 
     async def info(self) -> ProcessInfo:
-        info: ProcessInfo = await self._call(lambda: _descriptors(vm.get_process_info(HcsProcess(self.handle))))
+        info: ProcessInfo = await self._call(lambda: descriptors(vm.get_process_info(HcsProcess(self.handle))))
         return info
 
     async def properties(self, query: str) -> str:
@@ -373,32 +373,32 @@ class VmcomputeSystem(_Handle):
         await self._call(lambda: vm.modify_compute_system(self._system, request))
 
     async def create_process(self, parameters: str) -> tuple[VmcomputeProcess, ProcessInfo]:
-        watcher = _Watcher(_PROCESS, _Calls(), cid=self.id)
+        watcher = _Watcher(_PROCESS, Calls(), cid=self.id)
 
         def create() -> tuple[HcsProcess, ProcessInfo]:
             process, information = vm.create_process(self._system, parameters)
             try:
-                info = _descriptors(information)
+                info = descriptors(information)
             except BaseException:
                 vm.close_process(process)
                 raise
             try:
                 watcher.register(process)
             except BaseException:
-                _close_descriptors(info)
+                close_descriptors(info)
                 vm.close_process(process)
                 raise
             return process, info
 
         def orphaned(made: tuple[HcsProcess, ProcessInfo]) -> None:
-            _close_descriptors(made[1])
+            close_descriptors(made[1])
             _release_process(made[0], watcher)
 
         process, info = await self._calls.run(create, orphaned)
         return VmcomputeProcess(process, info.pid, watcher), info
 
     async def open_process(self, pid: int) -> VmcomputeProcess:
-        watcher = _Watcher(_PROCESS, _Calls(), cid=self.id, pid=pid)
+        watcher = _Watcher(_PROCESS, Calls(), cid=self.id, pid=pid)
 
         def open_() -> HcsProcess:
             process = vm.open_process(self._system, pid)
@@ -437,7 +437,7 @@ class VmcomputeBackend:
         return self._timeouts or watchdog.TIMEOUTS
 
     async def create_system(self, id: str, document: str) -> VmcomputeSystem:
-        watcher = _Watcher(_SYSTEM, _Calls(), cid=id)
+        watcher = _Watcher(_SYSTEM, Calls(), cid=id)
 
         def create() -> tuple[HcsSystem, bool]:
             system, pending = vm.create_compute_system(id, document)
@@ -463,7 +463,7 @@ class VmcomputeBackend:
         return system
 
     async def open_system(self, id: str) -> VmcomputeSystem:
-        watcher = _Watcher(_SYSTEM, _Calls(), cid=id)
+        watcher = _Watcher(_SYSTEM, Calls(), cid=id)
 
         def open_() -> HcsSystem:
             system = vm.open_compute_system(id)
@@ -478,10 +478,10 @@ class VmcomputeBackend:
         return VmcomputeSystem(id, handle, watcher, self._limits)
 
     async def enumerate_systems(self, query: str) -> str:
-        return await _in_thread(lambda: vm.enumerate_compute_systems(query))
+        return await in_thread(lambda: vm.enumerate_compute_systems(query))
 
     async def service_properties(self, query: str) -> str:
-        return await _in_thread(lambda: vm.get_service_properties(query))
+        return await in_thread(lambda: vm.get_service_properties(query))
 
     async def modify_service(self, settings: str) -> None:
-        await _in_thread(lambda: vm.modify_service_settings(settings))
+        await in_thread(lambda: vm.modify_service_settings(settings))

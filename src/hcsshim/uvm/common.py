@@ -1,6 +1,7 @@
 """What a utility VM and its device managers share: the error type, the VM's states, the VM as a manager sees
 it (`Machine`: the host half of a change is a modify request to its compute system, the guest half a request to
-its GCS), and `guest_step`, which runs a guest or host step of a teardown unless the VM has stopped.
+its GCS), `join`, how a later user of a shared disk, mount or share waits for the first user's setup, and
+`guest_step`, which runs a guest or host step of a teardown unless the VM has stopped.
 
 The managers (scsi, shares, nics) take the VM as a `Machine` and never import the VM module: the VM owns them,
 not the other way round.
@@ -53,6 +54,28 @@ class Machine(Protocol):
 
     def guest(self, operation: str) -> GuestConnection:
         """The GCS connection (UVMError naming the operation when there is none)."""
+
+
+class Shared(Protocol):
+    """A reference-counted device or mount that its first user sets up while later users wait (scsi, shares)."""
+
+    refs: int
+    settled: asyncio.Event  # set once the first user's setup finished, either way
+    state: enum.Enum
+    error: str
+
+
+async def join(vm: Machine, operation: str, item: Shared, ready: enum.Enum) -> None:
+    """Takes a reference on `item` and waits until its setup settled; UVMError with the setup's error unless it
+    reached `ready` (a cancelled wait gives the reference back)."""
+    item.refs += 1
+    try:
+        await item.settled.wait()
+    except BaseException:
+        item.refs -= 1
+        raise
+    if item.state is not ready:
+        raise UVMError(f"uvm {vm.id}: {operation}: {item.error}")
 
 
 def check_state(vm: Machine, operation: str, *allowed: State) -> None:

@@ -54,7 +54,7 @@ from hcsshim.bridge.resources import MappedVirtualDisk, SCSIDevice
 from hcsshim.hcs.resourcepaths import scsi_attachment
 from hcsshim.hcs.schema2 import Attachment as HostAttachment
 from hcsshim.hcs.schema2 import ModifySettingRequest
-from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, stopped
+from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, join, stopped
 from hcsshim.uvm.lcow import SCSI_CONTROLLER
 from hcsshim.uvm.options import SCSI_LUNS
 
@@ -219,15 +219,8 @@ class ScsiManager:
 
     async def _attach(self, path: str, read_only: bool, op: str) -> Attachment:
         shared = self._by_disk.get((path, read_only))
-        if shared is not None:
-            shared.refs += 1
-            try:
-                await shared.settled.wait()
-            except BaseException:
-                shared.refs -= 1  # cancelled while the first user attaches (it holds its own reference)
-                raise
-            if shared.state is not AttachmentState.ATTACHED:  # the first user's attach failed
-                raise UVMError(f"uvm {self.vm.id}: {op}: {shared.error}")
+        if shared is not None:  # the first user's attach may still run, or have failed
+            await join(self.vm, op, shared, AttachmentState.ATTACHED)
             return shared
         used = set(self._attachments) | self.reserved_luns
         lun = next((n for n in range(1, SCSI_LUNS) if n not in used), None)
@@ -256,14 +249,7 @@ class ScsiManager:
         key = (a.controller, a.lun, config, guest_path)
         for m in self._mounts:
             if m.key == key and m.state in (MountState.MOUNTING, MountState.MOUNTED):
-                m.refs += 1
-                try:
-                    await m.settled.wait()
-                except BaseException:
-                    m.refs -= 1
-                    raise
-                if m.state is not MountState.MOUNTED:
-                    raise UVMError(f"uvm {self.vm.id}: {op}: {m.error}")
+                await join(self.vm, op, m, MountState.MOUNTED)
                 return m
             if guest_path is not None and m.guest_path == guest_path:
                 raise UVMError(f"uvm {self.vm.id}: {op}: guest path {guest_path} is in use by "

@@ -37,7 +37,7 @@ import os
 from hcsshim.bridge.resources import MappedDirectory
 from hcsshim.hcs.resourcepaths import PLAN9_SHARE_RESOURCE_PATH
 from hcsshim.hcs.schema2 import ModifySettingRequest, Plan9Share, Plan9ShareFlags
-from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, stopped
+from hcsshim.uvm.common import Machine, State, UVMError, check_state, guest_step, join, stopped
 
 PLAN9_PORT = 564  # upstream's Plan9 port (the guest binds from the share root and ignores it)
 _RELEASE = (State.RUNNING, State.STOPPED, State.CLOSED, State.INVALID)
@@ -166,14 +166,7 @@ class ShareManager:
                     GuestShareState.MOUNTING, GuestShareState.MOUNTED):
                 raise UVMError(f"uvm {self.vm.id}: {op}: the guest path is in use by {s.host_path} "
                                f"({existing.state.value})")
-            existing.refs += 1
-            try:
-                await existing.settled.wait()
-            except BaseException:
-                existing.refs -= 1
-                raise
-            if existing.state is not GuestShareState.MOUNTED:
-                raise UVMError(f"uvm {self.vm.id}: {op}: {existing.error}")
+            await join(self.vm, op, existing, GuestShareState.MOUNTED)
             return ShareMount(existing)
         share = await self._bind(path, read_only, op)
         g = GuestShare(share, guest_path)
@@ -200,14 +193,7 @@ class ShareManager:
     async def _bind(self, path: str, read_only: bool, op: str) -> HostShare:
         share = self._hosts.get((path, read_only))
         if share is not None:
-            share.refs += 1
-            try:
-                await share.settled.wait()
-            except BaseException:
-                share.refs -= 1
-                raise
-            if share.state is not HostShareState.BOUND:
-                raise UVMError(f"uvm {self.vm.id}: {op}: {share.error}")
+            await join(self.vm, op, share, HostShareState.BOUND)
             return share
         if not os.path.exists(path):
             raise UVMError(f"uvm {self.vm.id}: {op}: no such file or directory")

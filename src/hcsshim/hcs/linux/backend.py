@@ -246,7 +246,6 @@ class LinuxSystem:
         self._sink: EventSink | None = None
         self._pending: list[Event] = []
         self.machine = Machine(cfg, directory, waiter=backend.waiter, on_exit=self._on_exit)
-        self._started_at: float | None = None
         self._calls = 0  # calls in flight (_tracked)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -312,7 +311,6 @@ class LinuxSystem:
             os.makedirs(os.path.join(self.dir, "nics"), mode=0o700, exist_ok=True)
             with open(os.path.join(self.dir, "nics", str(slot)), "w") as f:
                 f.write(nic.id)
-        self._started_at = datetime.datetime.now(datetime.UTC).timestamp()
 
     @_tracked
     async def shutdown(self, options: str = "") -> None:

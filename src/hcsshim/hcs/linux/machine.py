@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import enum
 import hashlib
-import json
 import logging
 import os
 import signal
@@ -438,11 +437,3 @@ async def restore_state(qmp: QMPClient, path: str, *, ignore_shared: bool = True
     await _give_fd(qmp, path, os.O_RDONLY)
     await qmp.execute("migrate-incoming", {"uri": "fd:saved-state"})
     await _migration_done(qmp, f"restore {path}")
-
-
-def dump_json(path: str, data: object) -> None:
-    """Atomically writes `data` as JSON to `path`."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
